@@ -1,0 +1,1 @@
+"""The prep room (DESIGN.md §1)."""

@@ -1,0 +1,185 @@
+"""Writes stores (DESIGN.md §4) in appended batches, resumable, with `complete` set last."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from skelkit import __version__
+from skelkit.store.errors import StoreError
+from skelkit.store.layout import Layout
+from skelkit.store.schema import FORMAT, SAMPLE_COLUMNS, VERSION
+
+
+@dataclass
+class SampleBatch:
+    """Consecutive samples ready to append. ``raw[i]`` is (T_i, 3, V, M); fixed arrays are (n, 3, F, V, M)."""
+
+    columns: dict[str, np.ndarray]
+    splits: dict[str, np.ndarray]
+    raw: list[np.ndarray]
+    fixed: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+
+def consolidate(path: str | Path) -> None:
+    with warnings.catch_warnings():
+        # zarr warns that consolidated metadata is not in the v3 spec; the contract asks for it.
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(str(path))
+
+
+class StoreWriter:
+    """Append-only writer. Progress is committed after each batch so a killed build can resume."""
+
+    def __init__(self, path: str | Path, group: zarr.Group) -> None:
+        self.path = Path(path)
+        self.group = group
+        self.modalities: tuple[str, ...] = tuple(group.attrs["modalities"])
+        self.protocols: tuple[str, ...] = tuple(group.attrs["protocols"])
+        self._n_samples = int(group.attrs.get("progress", {}).get("n_samples", 0))
+        self._n_frames = int(group.attrs.get("progress", {}).get("n_frames", 0))
+
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        *,
+        dataset: str,
+        layout: Layout,
+        frames: int,
+        max_bodies: int,
+        modalities: tuple[str, ...] | list[str],
+        normalisation: dict[str, Any],
+        source: dict[str, Any],
+        protocols: list[str],
+        overwrite: bool = False,
+        chunk_samples: int = 4,
+        shard_samples: int = 256,
+        chunk_frames: int = 256,
+        shard_frames: int = 16384,
+    ) -> StoreWriter:
+        path = Path(path)
+        if path.exists():
+            if not overwrite:
+                raise StoreError(f"{path} already exists (use --resume or --overwrite)")
+            shutil.rmtree(path)
+        v, m = layout.num_joints, max_bodies
+        group = zarr.open_group(str(path), mode="w", zarr_format=3)
+        group.attrs.update({
+            "format": FORMAT,
+            "version": VERSION,
+            "dataset": dataset,
+            "layout": layout.to_attrs(),
+            "max_bodies": m,
+            "frames": frames,
+            "normalisation": normalisation,
+            "modalities": list(modalities),
+            "protocols": list(protocols),
+            "source": source,
+            "created_by": f"skelkit {__version__}",
+            "complete": False,
+            "progress": {"n_samples": 0, "n_frames": 0},
+        })
+        for name, dtype in SAMPLE_COLUMNS.items():
+            group.create_array(f"samples/{name}", shape=(0,), dtype=dtype, chunks=(4096,))
+        for p in protocols:
+            group.create_array(f"splits/{p}", shape=(0,), dtype="int8", chunks=(4096,))
+        group.create_array(
+            "raw/joint", shape=(0, 3, v, m), dtype="float32",
+            chunks=(chunk_frames, 3, v, m), shards=(shard_frames, 3, v, m),
+        )
+        offsets = group.create_array("raw/offsets", shape=(1,), dtype="int64", chunks=(4096,))
+        offsets[:] = np.zeros(1, dtype=np.int64)
+        for mod in modalities:
+            group.create_array(
+                f"fixed/{mod}", shape=(0, 3, frames, v, m), dtype="float32",
+                chunks=(chunk_samples, 3, frames, v, m), shards=(shard_samples, 3, frames, v, m),
+            )
+        return cls(path, group)
+
+    @classmethod
+    def resume(cls, path: str | Path) -> StoreWriter:
+        """Reopen an incomplete store and cut every array back to the last committed batch."""
+        path = Path(path)
+        if not path.exists():
+            raise StoreError(f"{path}: nothing to resume")
+        group = zarr.open_group(str(path), mode="r+", zarr_format=3)
+        if group.attrs.get("complete"):
+            raise StoreError(f"{path} is already complete")
+        for leftover in path.rglob("*.partial"):  # temp files of writes cut off by a kill
+            leftover.unlink(missing_ok=True)
+        writer = cls(path, group)
+        writer._truncate()
+        return writer
+
+    def _truncate(self) -> None:
+        n, f = self._n_samples, self._n_frames
+        for name in SAMPLE_COLUMNS:
+            self.group[f"samples/{name}"].resize((n,))
+        for p in self.protocols:
+            self.group[f"splits/{p}"].resize((n,))
+        raw = self.group["raw/joint"]
+        raw.resize((f, *raw.shape[1:]))
+        self.group["raw/offsets"].resize((n + 1,))
+        for mod in self.modalities:
+            arr = self.group[f"fixed/{mod}"]
+            arr.resize((n, *arr.shape[1:]))
+
+    @property
+    def progress(self) -> dict[str, Any]:
+        return dict(self.group.attrs.get("progress", {}))
+
+    @property
+    def n_samples(self) -> int:
+        return self._n_samples
+
+    def append(self, batch: SampleBatch) -> None:
+        n = len(batch)
+        if n == 0:
+            return
+        missing = set(SAMPLE_COLUMNS) - set(batch.columns)
+        if missing:
+            raise StoreError(f"batch lacks columns {sorted(missing)}")
+        if set(batch.splits) != set(self.protocols):
+            raise StoreError(f"batch splits {sorted(batch.splits)} != store {list(self.protocols)}")
+        if set(batch.fixed) != set(self.modalities):
+            raise StoreError(f"batch modalities {sorted(batch.fixed)} != {list(self.modalities)}")
+        for name, dtype in SAMPLE_COLUMNS.items():
+            col = np.asarray(batch.columns[name])
+            if len(col) != n:
+                raise StoreError(f"column {name} has {len(col)} rows for {n} samples")
+            self.group[f"samples/{name}"].append(col if dtype is str else col.astype(dtype))
+        for p in self.protocols:
+            self.group[f"splits/{p}"].append(np.asarray(batch.splits[p], dtype=np.int8))
+        lengths = np.array([r.shape[0] for r in batch.raw], dtype=np.int64)
+        self.group["raw/joint"].append(np.concatenate(batch.raw, axis=0).astype(np.float32))
+        offsets = self._n_frames + np.cumsum(lengths)
+        self.group["raw/offsets"].append(offsets)
+        for mod in self.modalities:
+            self.group[f"fixed/{mod}"].append(np.asarray(batch.fixed[mod], dtype=np.float32))
+        self._n_samples += n
+        self._n_frames += int(lengths.sum())
+
+    def commit_progress(self, state: dict[str, Any] | None = None) -> None:
+        """Record what is durably written; resume truncates to exactly this point."""
+        progress = dict(state or {})
+        progress.update(n_samples=self._n_samples, n_frames=self._n_frames)
+        self.group.attrs["progress"] = progress
+
+    def finalize(self, report: dict[str, Any]) -> None:
+        self.commit_progress(self.progress)
+        self.group.attrs["report"] = report
+        self.group.attrs["num_samples"] = self._n_samples
+        consolidate(self.path)
+        # `complete` goes last, and the consolidated metadata is refreshed with it.
+        self.group.attrs["complete"] = True
+        consolidate(self.path)

@@ -1,0 +1,1 @@
+"""The train room (DESIGN.md §1)."""
