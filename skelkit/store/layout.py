@@ -120,7 +120,30 @@ NTU25 = Layout(
     presence_joint=0,
 )
 
-LAYOUTS: dict[str, Layout] = {NTU25.name: NTU25}
+_KINECT20_NAMES = (
+    "head", "shoulder_center", "spine", "hip_center", "l_shoulder", "l_elbow", "l_wrist", "l_hand",
+    "r_shoulder", "r_elbow", "r_wrist", "r_hand", "l_hip", "l_knee", "l_ankle", "l_foot", "r_hip",
+    "r_knee", "r_ankle", "r_foot",
+)
+# Kinect v1 (UTD-MHAD order, DESIGN.md §2), 0-based. The tree mirrors NTU25: the shoulder centre is
+# the root (NTU's spine_shoulder), the spine hangs from it and the hips from the hip centre.
+_KINECT20_PARENTS = (1, 1, 1, 2, 1, 4, 5, 6, 1, 8, 9, 10, 3, 12, 13, 14, 3, 16, 17, 18)
+
+KINECT20 = Layout(
+    name="kinect20",
+    joint_names=_KINECT20_NAMES,
+    parents=_KINECT20_PARENTS,
+    hinges=tuple((v, p) for v, p in enumerate(_KINECT20_PARENTS)),
+    # As NTU's unit((b_spine - b_rshoulder) x (b_lshoulder - b_rshoulder)) at the root bone.
+    torso_normal=TorsoNormal(joint=1, a=2, b=4, c=8),
+    center_joint=2,
+    z_axis=(3, 2),
+    x_axis=(4, 8),
+    fixed_origin_joint=1,
+    presence_joint=3,
+)
+
+LAYOUTS: dict[str, Layout] = {NTU25.name: NTU25, KINECT20.name: KINECT20}
 
 
 def get_layout(name_or_path: str) -> Layout:

@@ -140,3 +140,34 @@ def test_embeddings_roundtrip_and_errors(tmp_path):
     write_embeddings(tmp_path / "one.h5", {"train": g["train"]}, {})
     with pytest.raises(EmbeddingFileError, match="missing group 'test'"):
         read_embeddings(tmp_path / "one.h5")
+
+
+def test_kinect20_mirrors_ntu25_semantics():
+    from skelkit.store import KINECT20, get_layout
+
+    assert KINECT20.num_joints == 20 and get_layout("kinect20") is KINECT20
+    names = KINECT20.joint_names
+    ntu = NTU25.joint_names
+    # The normalisation joints name the same body parts in both layouts.
+    pairs = [("center_joint", "spine", "spine_mid"), ("fixed_origin_joint", "shoulder_center", "spine_shoulder"),
+             ("presence_joint", "hip_center", "spine_base")]
+    for attr, k20, n25 in pairs:
+        assert names[getattr(KINECT20, attr)] == k20 and ntu[getattr(NTU25, attr)] == n25
+    assert [names[j] for j in KINECT20.x_axis] == ["l_shoulder", "r_shoulder"]
+    assert [names[j] for j in KINECT20.z_axis] == ["hip_center", "spine"]
+    assert names[KINECT20.parents[names.index("r_hand")]] == "r_wrist"
+    assert len(KINECT20.edges) == 19  # a tree: V - 1 edges without the root self-loop
+
+
+def test_layout_from_json_file(tmp_path):
+    import json
+
+    from skelkit.store import get_layout
+
+    d = NTU25.to_attrs()
+    d["name"] = "my25"
+    (tmp_path / "my25.json").write_text(json.dumps(d))
+    lay = get_layout(str(tmp_path / "my25.json"))
+    assert lay.name == "my25" and lay.parents == NTU25.parents
+    with pytest.raises(KeyError, match="unknown layout"):
+        get_layout("nope")
