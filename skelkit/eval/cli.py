@@ -1,0 +1,209 @@
+"""``skeleval``: KNN, linear probe, t-SNE and curve figures, and the results table (issue 4).
+
+Every bad input ends as one line on stderr and exit code 2; results go to stdout (``--json`` for
+machines), notes about recording go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from skelkit.eval.errors import EmbeddingSplit, EvalInputError, load_embedding_split
+
+
+class SkelevalGroup(click.Group):
+    """Turns the errors that mean "bad input" into one stderr line and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from skelkit.store.errors import EmbeddingFileError, StoreError
+
+        try:
+            return super().invoke(ctx)
+        except (EvalInputError, EmbeddingFileError, StoreError) as err:
+            click.echo(f"skeleval: error: {' '.join(str(err).split())}", err=True)
+            raise click.exceptions.Exit(2) from None
+
+
+@click.group(cls=SkelevalGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Evaluate frozen skeleton representations (DESIGN.md §5)."""
+
+
+def _device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _record(split: EmbeddingSplit, record: dict[str, Any], enabled: bool) -> None:
+    """Append the result to the run directory's eval.jsonl when the checkpoint lies in one."""
+    if not enabled:
+        return
+    from skelkit.eval.report import append_eval_record, embedding_provenance, find_run_dir
+
+    provenance = embedding_provenance(split.attrs, split.path)
+    run_dir = find_run_dir(provenance.get("checkpoint"), split.path)
+    if run_dir is None:
+        return
+    try:
+        target = append_eval_record(run_dir, {**provenance, **record})
+    except OSError as err:
+        click.echo(f"skeleval: note: could not record in {run_dir}: {err.strerror}", err=True)
+        return
+    click.echo(f"skeleval: recorded in {target}", err=True)
+
+
+_emb_option = click.option(
+    "--emb", "emb", required=True, type=click.Path(path_type=Path, dir_okay=False),
+    help="Embedding file (HDF5, groups train and test; written by `skeltrain embed`).",
+)
+_device_option = click.option(
+    "--device", default="auto", show_default=True, help="torch device: auto, cpu, cuda, cuda:1..."
+)
+_record_option = click.option(
+    "--record/--no-record", default=True, show_default=True,
+    help="Append the result to <run_dir>/eval.jsonl when the checkpoint lies in a run directory.",
+)
+
+
+@main.command()
+@_emb_option
+@click.option("--k", "k", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Number of neighbours.")
+@click.option("--weighted", is_flag=True, help="Vote with exp(sim / T) instead of counts.")
+@click.option("--temperature", default=0.1, show_default=True,
+              type=click.FloatRange(min=0, min_open=True), help="T of the weighted vote.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_device_option
+@_record_option
+def knn(emb: Path, k: int, weighted: bool, temperature: float, as_json: bool, device: str,
+        record: bool) -> None:
+    """Classify the test group by its nearest train embeddings (cosine similarity)."""
+    from skelkit.eval.knn import knn_evaluate
+
+    split = load_embedding_split(emb)
+    result = knn_evaluate(
+        split.train_embedding, split.train_label, split.test_embedding, split.test_label,
+        k=k, weighted=weighted, temperature=temperature, num_classes=split.num_classes,
+        device=_device(device),
+    )
+    summary = result.as_dict()
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        vote = f", weighted T={temperature:g}" if weighted else ""
+        click.echo(
+            f"KNN k={result.k} (cosine{vote}) {emb}: top-1 {100 * result.top1:.2f} %  "
+            f"top-5 {100 * result.top5:.2f} %  (train {result.n_train}, test {result.n_test})"
+        )
+    _record(split, {"kind": "knn", **summary}, record)
+
+
+@main.command()
+@_emb_option
+@click.option("--epochs", default=80, show_default=True, type=click.IntRange(min=1))
+@click.option("--lr", default=0.1, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--milestones", default="50,70", show_default=True,
+              help="Epochs at which the learning rate is multiplied by 0.1 (comma-separated).")
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
+@click.option("--weight-decay", default=0.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_device_option
+@_record_option
+def linear(emb: Path, epochs: int, lr: float, milestones: str, batch_size: int,
+           weight_decay: float, seed: int, as_json: bool, device: str, record: bool) -> None:
+    """Train a linear classifier on the frozen train features; score the test group."""
+    from skelkit.eval.linear import LinearProbeConfig, parse_milestones, train_linear_probe
+
+    try:
+        config = LinearProbeConfig(
+            epochs=epochs, lr=lr, milestones=parse_milestones(milestones), batch_size=batch_size,
+            weight_decay=weight_decay, seed=seed,
+        )
+    except ValueError as err:
+        raise EvalInputError(str(err)) from None
+    split = load_embedding_split(emb)
+    result = train_linear_probe(
+        split.train_embedding, split.train_label, split.test_embedding, split.test_label,
+        config, num_classes=split.num_classes, device=_device(device),
+    )
+    summary = result.as_dict()
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        click.echo(
+            f"linear probe {emb}: top-1 {100 * result.top1:.2f} %  top-5 {100 * result.top5:.2f} %"
+            f"  (train top-1 {100 * result.train_top1:.2f} %, {epochs} epochs, lr {lr:g}, "
+            f"seed {seed}; train {result.n_train}, test {result.n_test})"
+        )
+    _record(split, {"kind": "linear", **summary}, record)
+
+
+@main.command()
+@_emb_option
+@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="PNG file to write.")
+@click.option("--group", default="test", show_default=True, help="train or test.")
+@click.option("--max-points", default=2000, show_default=True, type=click.IntRange(min=5),
+              help="Seeded random subsample size (exact t-SNE is O(N^2)).")
+@click.option("--perplexity", default=30.0, show_default=True,
+              type=click.FloatRange(min=1.0))
+@click.option("--iterations", default=1000, show_default=True, type=click.IntRange(min=50))
+@click.option("--seed", default=0, show_default=True, type=int)
+def tsne(emb: Path, out: Path, group: str, max_points: int, perplexity: float,
+         iterations: int, seed: int) -> None:
+    """Write a t-SNE map of one embedding group, coloured by label."""
+    from skelkit.eval.plots import plot_tsne
+
+    if group not in ("train", "test"):
+        raise EvalInputError(f"--group must be train or test, got {group!r}")
+    split = load_embedding_split(emb)
+    if group == "train":
+        embedding, label = split.train_embedding, split.train_label
+    else:
+        embedding, label = split.test_embedding, split.test_label
+    method = split.attrs.get("method", "")
+    info = plot_tsne(
+        embedding, label, out, title=f"{emb.name} [{group}] {method}".strip(),
+        max_points=max_points, perplexity=perplexity, n_iter=iterations, seed=seed,
+    )
+    click.echo(
+        f"t-SNE of {info.n_points} {group} embeddings ({info.n_classes} classes, "
+        f"KL {info.kl_divergence:.3f}) -> {out}"
+    )
+
+
+@main.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path),
+              help="Run directory holding metrics.csv.")
+@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False))
+def curves(run_dir: Path, out: Path) -> None:
+    """Plot a run's training curves (metrics.csv) to a PNG."""
+    from skelkit.eval.plots import plot_curves
+
+    panels = plot_curves(run_dir, out, title=run_dir.resolve().name)
+    click.echo(f"curves ({', '.join(panels)}) -> {out}")
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--csv", "as_csv", is_flag=True, help="CSV (percent, mean/std/n per protocol).")
+def report(run_dirs: tuple[Path, ...], as_csv: bool) -> None:
+    """Results table over run directories: mean ± std over runs differing only in seed."""
+    from skelkit.eval.report import build_rows, csv_table, load_run, markdown_table
+
+    runs = [load_run(run_dir) for run_dir in run_dirs]
+    rows = build_rows(runs)
+    click.echo(csv_table(rows) if as_csv else markdown_table(rows), nl=not as_csv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
