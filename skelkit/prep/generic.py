@@ -1,0 +1,429 @@
+"""`--dataset generic`: one ``.npy`` per sample and a CSV manifest (docs/generic-format.md).
+
+Discovery reads the manifest and each file's ``.npy`` header (not its data), so a missing file,
+a bad label or a shape that does not fit the layout is reported per row, with the manifest's
+file and line, before any worker starts. A manifest that cannot be used as a whole (no such
+file, unknown or missing columns, no usable row) raises :class:`ManifestError`, which the CLI
+turns into exit code 2 and one line.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from skelkit.prep.datasets import DatasetError, DatasetSpec, Discovery, FileTask, SampleSpec, Skip
+from skelkit.store.layout import Layout, get_layout
+
+REQUIRED_COLUMNS = ("name", "file", "label")
+ID_COLUMNS = ("subject", "camera", "setup")
+SPLIT_PREFIX = "split_"
+SPLIT_VALUES = {"train": 0, "test": 1}
+NORMALISATIONS = ("layout", "center", "none")
+DEFAULT_MANIFEST = "manifest.csv"
+MAX_BODIES = 2  # the store keeps two bodies (DESIGN.md §4)
+_PROTOCOL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+class ManifestError(DatasetError):
+    """A manifest that is unusable as a whole (exit code 2, one line)."""
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """How a generic sample is normalised.
+
+    ``layout``: the CMD/IKEM preparation with the layout's centre and alignment joints (as NTU);
+    ``center``: translation only, every frame centred on body 0's ``center_joint``;
+    ``none``: coordinates kept as recorded.
+    """
+
+    mode: str
+    center_joint: int = -1
+
+    @property
+    def kind(self) -> str:
+        """The build's task kind, which carries the normalisation to the workers."""
+        if self.mode == "center":
+            return f"generic:center:{self.center_joint}"
+        return f"generic:{self.mode}"
+
+    def describe(self, layout: Layout, frames_hint: str = "F") -> dict[str, str]:
+        """The store's ``normalisation`` attribute."""
+        if self.mode == "layout":
+            return {
+                "raw": f"CMD pre-normalisation (DESIGN.md §3) with layout {layout.name}: centre "
+                       f"{layout.joint_names[layout.center_joint]}, z {list(layout.z_axis)}, "
+                       f"x {list(layout.x_axis)}; T_orig frames per sample",
+                "fixed": f"IKEM fixed length ({frames_hint} frames), origin "
+                         f"{layout.joint_names[layout.fixed_origin_joint]}",
+            }
+        what = ("centred per frame on body 0's joint "
+                f"{layout.joint_names[self.center_joint]} (index {self.center_joint}), no rotation"
+                if self.mode == "center" else "none: coordinates as recorded")
+        return {"raw": f"generic {what}; T_orig frames per sample",
+                "fixed": f"the raw sequence linearly resized to {frames_hint} frames"}
+
+
+def parse_normalisation(text: str, layout: Layout) -> Normalisation:
+    """``layout`` | ``none`` | ``center`` | ``center:JOINT`` (a joint name or 0-based index)."""
+    mode, _, joint = text.strip().partition(":")
+    if mode not in NORMALISATIONS:
+        raise DatasetError(
+            f"unknown normalisation {text!r}; choose layout, center, center:JOINT or none"
+        )
+    if mode != "center":
+        if joint:
+            raise DatasetError(f"normalisation {mode!r} takes no joint ({text!r})")
+        return Normalisation(mode)
+    if not joint:
+        return Normalisation("center", layout.center_joint)
+    if joint in layout.joint_names:
+        return Normalisation("center", layout.joint_names.index(joint))
+    if joint.isdigit() and int(joint) < layout.num_joints:
+        return Normalisation("center", int(joint))
+    raise DatasetError(
+        f"center joint {joint!r} is neither a joint of layout {layout.name} nor an index "
+        f"0..{layout.num_joints - 1}"
+    )
+
+
+def resolve_layout(name_or_path: str | None) -> tuple[str, Layout]:
+    """(the name stored in the dataset spec, the layout); DatasetError when it cannot be had."""
+    if not name_or_path:
+        raise DatasetError("--dataset generic needs --layout NAME or --layout FILE.json")
+    try:
+        return name_or_path, get_layout(name_or_path)
+    except KeyError as e:
+        raise DatasetError(str(e.args[0])) from None
+    except (ValueError, TypeError, OSError) as e:  # a JSON layout that does not validate
+        raise DatasetError(f"layout file {name_or_path}: {e}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# The manifest
+
+
+@dataclass(frozen=True)
+class ManifestHeader:
+    columns: tuple[str, ...]
+    protocols: tuple[str, ...]
+
+
+def read_header(manifest: Path) -> ManifestHeader:
+    """Check the header line; ManifestError naming ``manifest:1`` when it is unusable."""
+    if not manifest.is_file():
+        raise ManifestError(f"manifest {manifest} does not exist")
+    with open(manifest, newline="", encoding="utf-8-sig") as fh:
+        header = next(csv.reader(fh), None)
+    if not header or not any(h.strip() for h in header):
+        raise ManifestError(f"{manifest}:1: empty manifest (expected a header line "
+                            f"{','.join(REQUIRED_COLUMNS)},...)")
+    columns = tuple(h.strip() for h in header)
+    protocols = []
+    for column in columns:
+        if column in REQUIRED_COLUMNS or column in ID_COLUMNS:
+            continue
+        if column.startswith(SPLIT_PREFIX):
+            protocol = column[len(SPLIT_PREFIX):]
+            if not _PROTOCOL_NAME.match(protocol):
+                raise ManifestError(f"{manifest}:1: bad split column {column!r} (expected "
+                                    f"split_<protocol>, protocol of letters, digits, _ and -)")
+            protocols.append(protocol)
+            continue
+        raise ManifestError(
+            f"{manifest}:1: unknown column {column!r} (known: {', '.join(REQUIRED_COLUMNS)}, "
+            f"{', '.join(ID_COLUMNS)}, split_<protocol>)"
+        )
+    duplicated = sorted({c for c in columns if columns.count(c) > 1})
+    if duplicated:
+        raise ManifestError(f"{manifest}:1: duplicated column {duplicated[0]!r}")
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise ManifestError(f"{manifest}:1: missing column {missing[0]!r} (required: "
+                            f"{', '.join(REQUIRED_COLUMNS)})")
+    return ManifestHeader(columns, tuple(protocols))
+
+
+class RowError(Exception):
+    """One manifest row that cannot become a sample (a reported skip, not a stop)."""
+
+    def __init__(self, reason: str, kind: str) -> None:
+        super().__init__(reason)
+        self.reason, self.kind = reason, kind
+
+
+def _int_field(row: dict[str, str], column: str, default: int | None = None) -> int:
+    text = row.get(column, "").strip()
+    if not text and default is not None:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise RowError(f"{column} {text!r} is not an integer", f"bad_{column}") from None
+
+
+def npy_shape(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from a ``.npy`` header, without reading the data."""
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+    return tuple(int(s) for s in shape), np.dtype(dtype)
+
+
+def check_shape(shape: tuple[int, ...], layout: Layout) -> str | None:
+    """Why ``shape`` is not a (T, V, 3) or (T, M, V, 3) sample of ``layout``; None if it is."""
+    v = layout.num_joints
+    expected = f"(T, {v}, 3) or (T, M, {v}, 3) for layout {layout.name}"
+    if len(shape) not in (3, 4) or shape[-1] != 3 or shape[-2] != v:
+        return f"shape {shape} does not fit: expected {expected}"
+    if shape[0] == 0:
+        return "zero frames"
+    if len(shape) == 4 and shape[1] == 0:
+        return f"shape {shape} has no body"
+    return None
+
+
+def _row_task(row: dict[str, str], raw: Path, layout: Layout, protocols: tuple[str, ...],
+              manifest: Path, line: int) -> tuple[SampleSpec, FileTask, dict[str, int]]:
+    name = row["name"].strip()
+    if not name:
+        raise RowError("empty name", "bad_name")
+    label = _int_field(row, "label")
+    if label < 0:
+        raise RowError(f"label {label} is negative (labels are 0-based class ids)", "bad_label")
+    ids = {c: _int_field(row, c, default=-1) for c in ID_COLUMNS}
+    splits = {}
+    for protocol in protocols:
+        value = row.get(SPLIT_PREFIX + protocol, "").strip().lower()
+        if value not in SPLIT_VALUES:
+            raise RowError(f"{SPLIT_PREFIX}{protocol} is {value!r}, expected train or test",
+                           "bad_split")
+        splits[protocol] = SPLIT_VALUES[value]
+    file_text = row["file"].strip()
+    if not file_text:
+        raise RowError("empty file", "missing_file")
+    path = Path(file_text) if Path(file_text).is_absolute() else raw / file_text
+    if not path.is_file():
+        raise RowError(f"file {path} does not exist", "missing_file")
+    try:
+        shape, dtype = npy_shape(path)
+    except (ValueError, OSError, SyntaxError) as e:
+        raise RowError(f"file {path} is not a .npy array ({e})", "bad_file") from None
+    if dtype.kind not in "fiu":
+        raise RowError(f"file {path} holds {dtype}, expected numbers", "bad_file")
+    problem = check_shape(shape, layout)
+    if problem is not None:
+        raise RowError(f"file {path}: {problem}", "bad_shape")
+    spec = SampleSpec(name=name, label=label, subject=ids["subject"], camera=ids["camera"],
+                      setup=ids["setup"], replication=-1, label_file=str(manifest),
+                      label_line=line)
+    return spec, FileTask(str(path), (spec,), path.stat().st_size), splits
+
+
+def read_manifest(manifest: Path, raw: Path, layout: Layout) -> Discovery:
+    """The work list of a generic dataset; bad rows become skips naming ``manifest:line``."""
+    header = read_header(manifest)
+    tasks: list[FileTask] = []
+    skipped: list[Skip] = []
+    train: dict[str, list[str]] = {p: [] for p in header.protocols}
+    seen: dict[str, int] = {}
+    rows = 0
+    with open(manifest, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        next(reader)
+        for fields in reader:
+            line = reader.line_num
+            if not any(f.strip() for f in fields):
+                continue
+            rows += 1
+            name = fields[0].strip() if fields else ""
+            where = (name or f"<line {line}>", str(manifest), line)
+            if len(fields) != len(header.columns):
+                skipped.append(Skip(*where, f"{len(fields)} fields, the header has "
+                                    f"{len(header.columns)}", "bad_row"))
+                continue
+            row = dict(zip(header.columns, fields))
+            try:
+                spec, task, splits = _row_task(row, raw, layout, header.protocols, manifest, line)
+            except RowError as e:
+                skipped.append(Skip(*where, e.reason, e.kind))
+                continue
+            if spec.name in seen:
+                skipped.append(Skip(*where, f"name {spec.name!r} already used on line "
+                                    f"{seen[spec.name]}", "duplicate_name"))
+                continue
+            seen[spec.name] = line
+            tasks.append(task)
+            for protocol, side in splits.items():
+                if side == 0:
+                    train[protocol].append(spec.name)
+    if not tasks:
+        if not rows:
+            raise ManifestError(f"{manifest}: no sample rows after the header")
+        first = skipped[0]
+        raise ManifestError(f"{manifest}: no usable row ({len(skipped)} bad; first: line "
+                            f"{first.line}: {first.reason})")
+    return Discovery(tasks, skipped, files_found=rows, split_lists=train)
+
+
+def name_splits(columns: dict[str, np.ndarray],
+                split_lists: dict[str, list[str]]) -> dict[str, np.ndarray]:
+    """int8 per sample and protocol from the names on each protocol's train side."""
+    names = columns["name"]
+    return {
+        protocol: (~np.isin(names, np.asarray(train, dtype=object))).astype(np.int8)
+        for protocol, train in split_lists.items()
+    }
+
+
+@dataclass(frozen=True)
+class GenericDatasetSpec(DatasetSpec):
+    """A DatasetSpec that also names its normalisation (the store's attribute says it)."""
+
+    normalisation_attrs: dict[str, str] | None = None
+
+
+def generic_dataset(raw: Path, manifest: Path | None, layout: str | None,
+                    normalisation: str = "layout", frames: int = 50) -> GenericDatasetSpec:
+    """The spec of one generic build; DatasetError/ManifestError when it cannot start."""
+    layout_name, resolved = resolve_layout(layout)
+    norm = parse_normalisation(normalisation, resolved)
+    manifest = Path(manifest) if manifest is not None else Path(raw) / DEFAULT_MANIFEST
+    header = read_header(manifest)
+
+    def discover(raw_dir: Path, missing: set[str]) -> Discovery:
+        return read_manifest(manifest, raw_dir, resolved)
+
+    return GenericDatasetSpec(
+        name="generic", kind=norm.kind, layout=layout_name, protocols=header.protocols,
+        missing_resource=None, discover_fn=discover, splits_fn=name_splits,
+        normalisation_attrs=norm.describe(resolved, str(frames)),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker side: one task (one file) -> a PreparedSample, or a Skip naming the manifest line.
+
+
+def to_bodies(array: np.ndarray) -> tuple[np.ndarray, int]:
+    """(T, V, 3) or (T, M, V, 3) -> the two most active bodies (2, T, V, 3) and how many exist."""
+    from skelkit.prep.bodies import select_bodies
+
+    slots = array[:, None] if array.ndim == 3 else array
+    slots = np.ascontiguousarray(np.asarray(slots, dtype=np.float32).transpose(1, 0, 2, 3))
+    return select_bodies(slots, MAX_BODIES)
+
+
+def resize_frames(x: np.ndarray, frames: int) -> np.ndarray:
+    """(M, T, V, 3) -> (M, frames, V, 3), linear with half-frame centres, ends clamped."""
+    total = x.shape[1]
+    pos = np.clip((np.arange(frames) + 0.5) * (total / frames) - 0.5, 0, total - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, total - 1)
+    w = (pos - lo).astype(np.float32)[None, :, None, None]
+    return (x[:, lo] * (1 - w) + x[:, hi] * w).astype(np.float32)
+
+
+def center_on_joint(bodies: np.ndarray, joint: int) -> np.ndarray:
+    """Every present joint minus body 0's ``joint`` in the same frame; absent joints stay zero."""
+    present = np.any(bodies != 0, axis=-1, keepdims=True)
+    return np.where(present, bodies - bodies[0:1, :, joint:joint + 1], 0).astype(np.float32)
+
+
+def prepare_generic(bodies: np.ndarray, layout: Layout, frames: int, norm: Normalisation,
+                    num_bodies: int):
+    """Selected bodies (2, T, V, 3) -> a PreparedSample under ``norm``."""
+    from skelkit.prep.modalities import MODALITY_NAMES, derive_modalities_stacked
+    from skelkit.prep.sample import PreparedSample, prepare_bodies
+
+    if norm.mode == "layout":
+        return prepare_bodies(bodies, layout, frames, num_bodies=num_bodies)
+    seq = center_on_joint(bodies, norm.center_joint) if norm.mode == "center" else bodies
+    seq = np.ascontiguousarray(seq, dtype=np.float32)
+    gamma = seq.shape[1] / frames
+    stacked = derive_modalities_stacked(resize_frames(seq, frames), gamma, layout)
+    store_order = np.ascontiguousarray(stacked.transpose(0, 4, 2, 3, 1))  # (6, 3, F, V, M)
+    return PreparedSample(
+        raw=np.ascontiguousarray(seq.transpose(1, 3, 2, 0)),
+        fixed={name: store_order[k] for k, name in enumerate(MODALITY_NAMES)},
+        num_frames=int(seq.shape[1]), num_bodies=int(num_bodies), gamma=float(gamma),
+    )
+
+
+def sample_problem(sample) -> tuple[str, str] | None:
+    """(kind, reason) when a prepared sample holds non-finite values, else None."""
+    if not np.isfinite(sample.raw).all():
+        return "non_finite", "non-finite value (NaN or inf) in the normalised joints"
+    for name, arr in sample.fixed.items():
+        if not np.isfinite(arr).all():
+            return "non_finite", f"non-finite value (NaN or inf) in modality {name}"
+    return None
+
+
+def prepare_array_task(task: FileTask, array: np.ndarray, layout: Layout, frames: int,
+                       norm: Normalisation, out: list, skipped: list) -> None:
+    """Check, select bodies, prepare; one sample appended to ``out`` or one Skip."""
+    spec = task.samples[0]
+    where = (spec.name, spec.label_file or task.file, spec.label_line or None)
+    problem = check_shape(tuple(array.shape), layout)
+    if problem is not None:
+        skipped.append(Skip(*where, f"file {task.file}: {problem}", "bad_shape"))
+        return
+    bad = np.flatnonzero(~np.isfinite(array).reshape(array.shape[0], -1).all(axis=1))
+    if bad.size:
+        skipped.append(Skip(*where, f"file {task.file}: non-finite value (NaN or inf) in frame "
+                            f"{int(bad[0])}", "non_finite"))
+        return
+    bodies, num_bodies = to_bodies(array)
+    if num_bodies == 0:
+        skipped.append(Skip(*where, f"file {task.file}: every joint is zero", "zero_frames"))
+        return
+    try:
+        sample = prepare_generic(bodies, layout, frames, norm, num_bodies)
+    except Exception as e:  # one sample lost, not the build
+        skipped.append(Skip(*where, f"{type(e).__name__}: {e}", "error"))
+        return
+    problem2 = sample_problem(sample)
+    if problem2 is not None:
+        kind, reason = problem2
+        skipped.append(Skip(*where, f"file {task.file}: {reason}", kind))
+        return
+    out.append((spec, sample))
+
+
+def _parse_kind(kind: str, layout: Layout) -> Normalisation:
+    parts = kind.split(":")
+    if parts[1] == "center":
+        return Normalisation("center", int(parts[2]))
+    return Normalisation(parts[1])
+
+
+def task_preparer(kind: str) -> Callable[[FileTask, Layout, int, list, list], None]:
+    """The per-file preparer for the array-file kinds: ``generic:<normalisation>`` and ``utd``."""
+    if kind == "utd":
+        from skelkit.prep.utd import prepare_utd_task
+
+        return prepare_utd_task
+    if not kind.startswith("generic:"):
+        raise ValueError(f"unknown dataset kind {kind!r}")
+
+    def prepare(task: FileTask, layout: Layout, frames: int, out: list, skipped: list) -> None:
+        spec = task.samples[0]
+        try:
+            array = np.load(task.file, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            skipped.append(Skip(spec.name, spec.label_file or task.file, spec.label_line or None,
+                                f"file {task.file}: cannot load ({e})", "bad_file"))
+            return
+        prepare_array_task(task, array, layout, frames, _parse_kind(kind, layout), out, skipped)
+
+    return prepare
