@@ -1,0 +1,161 @@
+"""The method interface the engine drives, and the validated ``model:`` config base.
+
+A method owns its encoders, heads and memory banks; the engine only calls ``training_step``
+(or ``forward``, which is the same, so DDP's gradient hooks fire), ``embed`` and ``encoder``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from skelkit.store.layout import Layout
+from skelkit.train.encoders import ENCODERS, build_encoder
+from skelkit.train.moco import MoCoBranch
+
+
+@dataclasses.dataclass
+class MethodConfig:
+    """Base for each method's ``Config``: ``from_dict`` rejects unknown keys and wrong types,
+    then ``validate`` checks values; messages are one line naming the key."""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> MethodConfig:
+        d = dict(d or {})
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(fields))
+        if unknown:
+            raise ValueError(f"unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+        hints = typing.get_type_hints(cls)
+        values = {k: _coerce(k, v, hints[k]) for k, v in d.items()}
+        defaults = cls()
+        same_encoder = getattr(defaults, "encoder", None) == values.get("encoder", None) or (
+            "encoder" not in values)
+        if "encoder_args" in values and hasattr(defaults, "encoder_args") and same_encoder:
+            # A partial override (``--set model.encoder_args.hidden_size=64``) keeps the other
+            # published defaults of the same encoder; another encoder starts from its own.
+            values["encoder_args"] = {**defaults.encoder_args, **values["encoder_args"]}
+        cfg = cls(**values)
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()}
+
+    def validate(self) -> None:
+        """Value checks beyond types; raise ValueError naming the key."""
+
+
+def check_moco_settings(cfg: Any) -> None:
+    """Checks shared by every MoCo-based config: encoder name, sizes, momentum, temperature."""
+    if cfg.encoder not in ENCODERS:
+        raise ValueError(f"encoder: {cfg.encoder!r} is not one of {', '.join(ENCODERS)}")
+    if cfg.feature_dim <= 0 or cfg.queue_size <= 0:
+        raise ValueError("feature_dim and queue_size must be positive")
+    if not 0.0 <= cfg.momentum <= 1.0:
+        raise ValueError(f"momentum: must lie in [0, 1], got {cfg.momentum}")
+    if cfg.temperature <= 0:
+        raise ValueError(f"temperature: must be positive, got {cfg.temperature}")
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{key}: expected a string, got {value!r}")
+        return value
+    if origin is tuple:
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise ValueError(f"{key}: expected a list, got {value!r}")
+        return tuple(_coerce(key, v, typing.get_args(hint)[0]) for v in value)
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    return value
+
+
+class Method(nn.Module):
+    """A self-supervised method: see the class attributes and the three engine-facing calls."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[MethodConfig]]
+    input_kind: ClassVar[str]
+    """``sequence``: CMD-style views cropped/resized from raw joints; ``fixed``: 50-frame joints."""
+    modalities: tuple[str, ...]
+
+    def __init__(self, cfg: MethodConfig, layout: Layout, num_bodies: int = 2) -> None:
+        super().__init__()
+        self.cfg, self.layout, self.num_bodies = cfg, layout, num_bodies
+
+    # --- engine-facing -----------------------------------------------------------------------
+
+    def training_step(self, batch: dict[str, Tensor], epoch: int) -> tuple[Tensor, dict[str, float]]:
+        """batch["q"], batch["k"]: two augmented joint views (N, 3, T, V, M); batch["gamma"] (N,).
+        Returns the loss to backpropagate and scalar logs; momentum update and enqueue inside."""
+        raise NotImplementedError
+
+    def forward(self, batch: dict[str, Tensor], epoch: int = 0) -> tuple[Tensor, dict[str, float]]:
+        return self.training_step(batch, epoch)
+
+    def derive_input(self, x: Tensor, gamma: Tensor | None, modality: str) -> Tensor:
+        """The encoder input of ``modality`` from joints (N, 3, T, V, M); the method's own rules
+        (bone tree, time scale). Fine-tuning applies it before ``encoder(modality)``."""
+        raise NotImplementedError
+
+    def branch(self, modality: str) -> MoCoBranch:
+        raise NotImplementedError
+
+    def encoder(self, modality: str) -> nn.Module:
+        """The query encoder of ``modality`` (with ``.out_dim``), e.g. for fine-tuning."""
+        return self.branch(modality).encoder_q
+
+    @torch.no_grad()
+    def embed(self, x: Tensor, gamma: Tensor, modality: str) -> Tensor:
+        """Un-augmented joints (N, 3, T, V, M) -> (N, D) pooled hidden features of the query
+        encoder of ``modality`` (not the projection head). The caller sets eval mode."""
+        return self.encoder(modality)(self.derive_input(x, gamma, modality))
+
+    # --- shared helpers ----------------------------------------------------------------------
+
+    def _check_modality(self, modality: str) -> None:
+        if modality not in self.modalities:
+            raise ValueError(f"{self.name} trains {', '.join(self.modalities)}; "
+                             f"no {modality!r} encoder")
+
+    def _make_branch(self, encoder: str, encoder_args: dict[str, Any], feature_dim: int,
+                     queue_size: int, momentum: float, mlp: bool) -> MoCoBranch:
+        enc = build_encoder(encoder, 3, self.layout, self.num_bodies, **encoder_args)
+        return MoCoBranch(enc, feature_dim, queue_size, momentum, mlp)
+
+
+def batch_views(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """(q, k, gamma) of a training batch, with a clear error when a key is missing."""
+    missing = [k for k in ("q", "k", "gamma") if k not in batch]
+    if missing:
+        raise KeyError(f"training batch lacks {', '.join(missing)}; has {', '.join(batch)}")
+    q, k, gamma = batch["q"], batch["k"], batch["gamma"]
+    if q.shape != k.shape or q.ndim != 5:
+        raise ValueError(f"views must be two equal (N, 3, T, V, M) tensors, got "
+                         f"{tuple(q.shape)} and {tuple(k.shape)}")
+    return q, k, gamma

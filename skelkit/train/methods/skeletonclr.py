@@ -1,0 +1,67 @@
+"""SkeletonCLR: MoCo v2 on one modality of the fixed 50-frame joints (DESIGN.md §5)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from skelkit.store.layout import Layout
+from skelkit.train.losses import info_nce
+from skelkit.train.methods.base import Method, MethodConfig, batch_views, check_moco_settings
+from skelkit.train.moco import MoCoBranch
+from skelkit.train.modalities import MODALITY_NAMES, derive
+
+
+@dataclasses.dataclass
+class SkeletonCLRConfig(MethodConfig):
+    modality: str = "joint"
+    encoder: str = "stgcn"
+    encoder_args: dict[str, Any] = dataclasses.field(
+        default_factory=lambda: {"channel_multiplier": 0.25, "hidden_dim": 256, "dropout": 0.5})
+    feature_dim: int = 128
+    queue_size: int = 32768
+    momentum: float = 0.999
+    temperature: float = 0.07
+    mlp: bool = True
+
+    def validate(self) -> None:
+        check_moco_settings(self)
+        if self.modality not in MODALITY_NAMES:
+            raise ValueError(f"modality: {self.modality!r} is not one of {MODALITY_NAMES}")
+
+
+class SkeletonCLR(Method):
+    name: ClassVar[str] = "skeletonclr"
+    Config: ClassVar[type[MethodConfig]] = SkeletonCLRConfig
+    input_kind: ClassVar[str] = "fixed"
+
+    def __init__(self, cfg: SkeletonCLRConfig, layout: Layout, num_bodies: int = 2) -> None:
+        super().__init__(cfg, layout, num_bodies)
+        self.modalities = (cfg.modality,)
+        self.branches = nn.ModuleDict({cfg.modality: self._make_branch(
+            cfg.encoder, cfg.encoder_args, cfg.feature_dim, cfg.queue_size, cfg.momentum,
+            cfg.mlp)})
+
+    def branch(self, modality: str) -> MoCoBranch:
+        self._check_modality(modality)
+        return self.branches[modality]  # type: ignore[return-value]
+
+    def derive_input(self, x: Tensor, gamma: Tensor | None, modality: str) -> Tensor:
+        self._check_modality(modality)
+        return derive(x, modality, gamma, self.layout)
+
+    def training_step(self, batch: dict[str, Tensor], epoch: int) -> tuple[Tensor, dict[str, float]]:
+        q, k, gamma = batch_views(batch)
+        modality = self.cfg.modality
+        branch = self.branch(modality)
+        z_q, _ = branch.query(self.derive_input(q, gamma, modality))
+        with torch.no_grad():
+            branch.momentum_update()
+            z_k, _ = branch.key(self.derive_input(k, gamma, modality))
+        # The bank is cloned: the enqueue below writes in place into a tensor autograd saved.
+        loss = info_nce(z_q, z_k, branch.queue.keys.clone(), self.cfg.temperature)
+        branch.queue.enqueue(z_k)
+        return loss, {"loss": float(loss.detach()), f"scl/{modality}": float(loss.detach())}
