@@ -148,6 +148,94 @@ def linear(emb: Path, epochs: int, lr: float, milestones: str, batch_size: int,
 
 
 @main.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path),
+              help="Run directory written by `skeltrain run` (config.yaml, checkpoints/).")
+@click.option("--store", "store", required=True, type=click.Path(path_type=Path),
+              help="Store to fine-tune and test on (another dataset than the run's: transfer).")
+@click.option("--protocol", required=True, help="Split protocol of the store, e.g. xsub.")
+@click.option("--modality", default="joint", show_default=True,
+              help="Which trained stream's query encoder to fine-tune.")
+@click.option("--checkpoint", default=None, help="Checkpoint (default: checkpoints/last.pt).")
+@click.option("--label-fraction", default=1.0, show_default=True,
+              type=click.FloatRange(min=0, max=1, min_open=True),
+              help="Class-stratified fraction of the labelled train side (semi-supervised).")
+@click.option("--repeats", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Subsets drawn (seed-derived); mean and std over them.")
+@click.option("--epochs", default=80, show_default=True, type=click.IntRange(min=1))
+@click.option("--lr", default=0.01, show_default=True,
+              type=click.FloatRange(min=0, min_open=True))
+@click.option("--milestones", default="50,70", show_default=True,
+              help="Epochs at which the learning rate is multiplied by 0.1 (comma-separated).")
+@click.option("--batch-size", default=None, type=click.IntRange(min=1),
+              help="Default: the run's engine.batch_size.")
+@click.option("--weight-decay", default=0.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--scratch", is_flag=True,
+              help="Random initialisation instead of the checkpoint: the supervised baseline.")
+@click.option("--augment", is_flag=True,
+              help="Train on the run's pre-training augmentation instead of un-augmented views.")
+@click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0),
+              help="DataLoader workers.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@_device_option
+@_record_option
+def finetune(run_dir: Path, store: Path, protocol: str, modality: str, checkpoint: str | None,
+             label_fraction: float, repeats: int, epochs: int, lr: float, milestones: str,
+             batch_size: int | None, weight_decay: float, seed: int, scratch: bool,
+             augment: bool, workers: int, as_json: bool, progress: bool, device: str,
+             record: bool) -> None:
+    """Fine-tune a run's encoder and a new linear classifier on a store; score its test side."""
+    from skelkit.eval.finetune import FinetuneConfig, run_finetune
+    from skelkit.eval.linear import parse_milestones
+
+    try:
+        config = FinetuneConfig(
+            epochs=epochs, lr=lr, milestones=parse_milestones(milestones), batch_size=batch_size,
+            weight_decay=weight_decay, label_fraction=label_fraction, repeats=repeats, seed=seed,
+            augment=augment, num_workers=workers,
+        )
+    except ValueError as err:
+        raise EvalInputError(str(err)) from None
+    resolved = _device(device)
+    if resolved.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise EvalInputError(f"--device {device}: CUDA is not available on this machine")
+    result = run_finetune(run_dir, store, protocol, modality=modality, checkpoint=checkpoint,
+                          scratch=scratch, config=config, device=resolved, progress=progress)
+    summary = result.as_dict()
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        what = "supervised from scratch (random init)" if scratch else "fine-tune"
+        spread = ""
+        if result.top1_std is not None:
+            spread = f" ± {100 * result.top1_std:.2f}"
+        top5_spread = f" ± {100 * result.top5_std:.2f}" if result.top5_std is not None else ""
+        where = f"{result.provenance['dataset']} {protocol}"
+        if result.transfer:
+            where += f" (transfer from {result.provenance['pretrain_dataset']})"
+        click.echo(
+            f"{what} {result.provenance['method']} {modality} on {where}: top-1 "
+            f"{100 * result.top1:.2f}{spread} %  top-5 {100 * result.top5:.2f}{top5_spread} %  "
+            f"({epochs} epochs, lr {lr:g}, labels {100 * label_fraction:g} % x {repeats}; "
+            f"train {result.n_train}, test {result.n_test})"
+        )
+    if record:
+        from skelkit.eval.report import append_eval_record
+
+        try:
+            target = append_eval_record(
+                Path(run_dir), {**result.provenance, "kind": "finetune", **summary})
+        except OSError as err:
+            click.echo(f"skeleval: note: could not record in {run_dir}: {err.strerror}", err=True)
+        else:
+            click.echo(f"skeleval: recorded in {target}", err=True)
+
+
+@main.command()
 @_emb_option
 @click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
               help="PNG file to write.")

@@ -1,0 +1,478 @@
+"""Fine-tuning, semi-supervised and transfer evaluation, and the supervised-from-scratch baseline.
+
+The query encoder of one modality of a pre-trained run plus a new linear classifier are trained
+together with cross-entropy on the train side of a protocol, then scored on its test side
+(DESIGN.md §5; I²MD §4.3.3): SGD momentum 0.9, lr 0.01, x0.1 at epochs 50 and 70, 80 epochs.
+
+Choices the papers leave open, made here:
+
+- Inputs are the un-augmented views the embedding export uses (``SkeletonDataset`` in ``embed``
+  mode: sequence methods get the whole valid sequence resized to the run's window, fixed-length
+  methods the store's 50 frames); ``augment=True`` uses the run's own pre-training augmentation
+  (its first view) instead. The derived modality comes from the method's ``derive_input``, the
+  same path ``embed`` takes.
+- Semi-supervised subsets keep ``round(fraction * n_c)`` samples of every class c, at least one;
+  repeat r draws its subset, its classifier initialisation and its shuffling from ``(seed, r)``.
+  The std over repeats is the sample std (ddof = 1), as ``skeleval report`` computes it.
+- Transfer means the store is another dataset than the one the run was pre-trained on; the
+  classifier always has as many outputs as the fine-tuning store has classes. The layouts must
+  be the same, since the encoder's input and graph are built from it.
+- ``scratch`` builds the same method from the same seed and skips the checkpoint: the supervised
+  baseline ("w/o pre-training" in I²MD Table 3).
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from skelkit.eval.errors import EvalInputError
+from skelkit.store.reader import Store, StoreError, open_store
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    epochs: int = 80
+    lr: float = 0.01
+    milestones: tuple[int, ...] = (50, 70)
+    gamma: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int | None = None
+    """None: the run's own ``engine.batch_size``."""
+    label_fraction: float = 1.0
+    repeats: int = 1
+    seed: int = 0
+    augment: bool = False
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+        if list(self.milestones) != sorted(self.milestones) or any(m < 1 for m in self.milestones):
+            raise ValueError(f"milestones must be increasing positive epochs, got {self.milestones}")
+        if not 0.0 < self.label_fraction <= 1.0:
+            raise ValueError(f"label fraction must lie in (0, 1], got {self.label_fraction}")
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
+        if self.num_workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.num_workers}")
+
+
+@dataclass
+class FinetuneInputs:
+    """A checked run, checkpoint and store: everything the repeats share."""
+
+    run_dir: Path
+    run_config: Any
+    store: Store
+    protocol: str
+    modality: str
+    checkpoint: Path | None
+    checkpoint_state: dict[str, Any] | None = field(repr=False)
+    checkpoint_epoch: int | None
+    pretrain_dataset: str
+    transfer: bool
+    num_classes: int
+
+    @property
+    def scratch(self) -> bool:
+        return self.checkpoint_state is None
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    top1: float
+    top5: float
+    top1_std: float | None
+    top5_std: float | None
+    runs: list[tuple[float, float]]
+    n_train: int
+    n_train_available: int
+    n_test: int
+    num_classes: int
+    transfer: bool
+    scratch: bool
+    config: FinetuneConfig
+    batch_size: int
+    provenance: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"top1": self.top1, "top5": self.top5}
+        if self.config.repeats > 1:
+            out.update(top1_std=self.top1_std, top5_std=self.top5_std,
+                       top1_runs=[r[0] for r in self.runs], top5_runs=[r[1] for r in self.runs])
+        out.update(
+            epochs=self.config.epochs, label_fraction=self.config.label_fraction,
+            repeats=self.config.repeats, n_train=self.n_train,
+            n_train_available=self.n_train_available, n_test=self.n_test,
+            num_classes=self.num_classes, transfer=self.transfer, scratch=self.scratch,
+            lr=self.config.lr, milestones=list(self.config.milestones),
+            batch_size=self.batch_size, weight_decay=self.config.weight_decay,
+            seed=self.config.seed, augment=self.config.augment,
+        )
+        return out
+
+
+# --- subsets ----------------------------------------------------------------------------------
+
+
+def stratified_subset(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Sorted positions keeping ``round(fraction * n_c)`` (at least one) samples of each class."""
+    labels = np.asarray(labels)
+    if fraction >= 1.0:
+        return np.arange(len(labels), dtype=np.int64)
+    chosen = []
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        keep = max(1, int(np.floor(fraction * len(members) + 0.5)))
+        chosen.append(rng.choice(members, size=min(keep, len(members)), replace=False))
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def repeat_seed(seed: int, repeat: int) -> int:
+    """The torch seed of one repeat, derived from (seed, repeat) so repeats never share it."""
+    return int(np.random.SeedSequence([seed, repeat]).generate_state(1)[0])
+
+
+def subset_rng(seed: int, repeat: int) -> np.random.Generator:
+    return np.random.default_rng([seed, repeat, 1])
+
+
+# --- inputs -----------------------------------------------------------------------------------
+
+
+def open_finetune_inputs(run_dir: str | Path, store_path: str | Path, protocol: str, *,
+                         modality: str = "joint", checkpoint: str | Path | None = None,
+                         scratch: bool = False) -> FinetuneInputs:
+    """Check the run, its checkpoint (unless ``scratch``), the store and the protocol."""
+    from skelkit.train.checkpoint import CheckpointError, load_checkpoint
+    from skelkit.train.embed import resolve_checkpoint
+    from skelkit.train.engine import TrainInputError, load_run_config, method_class
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise EvalInputError(f"{run_dir}: no such run directory")
+    try:
+        cfg = load_run_config(run_dir)
+        cls = method_class(cfg.method)
+    except TrainInputError as err:
+        raise EvalInputError(_one_line(str(err))) from None
+    except yaml.YAMLError as err:  # load_run_config lets the parser's own errors through
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise EvalInputError(f"{run_dir / 'config.yaml'}{where}: invalid YAML "
+                             f"({getattr(err, 'problem', None) or 'unparsable'})") from None
+    store = _open(store_path)
+    try:
+        store.split(protocol)
+    except (StoreError, KeyError, ValueError) as err:
+        message = str(err) if str(store_path) in str(err) else f"{store_path}: {err}"
+        raise EvalInputError(_one_line(message)) from None
+    if modality not in _trained_modalities(cls, cfg):
+        raise EvalInputError(f"{run_dir}: modality {modality!r} was not trained by {cfg.method}; "
+                             f"trained: {', '.join(_trained_modalities(cls, cfg))}")
+    pretrain_store = _open_quietly(cfg.data.store)
+    if pretrain_store is not None and pretrain_store.layout.name != store.layout.name:
+        raise EvalInputError(f"{store_path}: store layout {store.layout.name} does not match "
+                             f"the run's {pretrain_store.layout.name}")
+    if pretrain_store is not None:
+        pretrain_dataset = pretrain_store.dataset
+    else:
+        # The pre-training store may live elsewhere; its file stem is the dataset users name.
+        pretrain_dataset = Path(str(cfg.data.store or "").rstrip("/")).name.removesuffix(".zarr")
+
+    ckpt_path: Path | None = None
+    state: dict[str, Any] | None = None
+    epoch: int | None = None
+    if not scratch:
+        ckpt_path = resolve_checkpoint(run_dir, checkpoint)
+        try:
+            state = load_checkpoint(ckpt_path)
+        except CheckpointError as err:
+            raise EvalInputError(_one_line(str(err))) from None
+        if state.get("method") != cfg.method:
+            raise EvalInputError(f"{ckpt_path}: checkpoint of method {state.get('method')!r}, "
+                                 f"but {run_dir} is a {cfg.method!r} run")
+        epoch = int(state.get("epoch", -1))
+    labels = store.samples["label"].to_numpy(np.int64)
+    return FinetuneInputs(
+        run_dir=run_dir, run_config=cfg, store=store, protocol=protocol, modality=modality,
+        checkpoint=ckpt_path, checkpoint_state=state, checkpoint_epoch=epoch,
+        pretrain_dataset=pretrain_dataset, transfer=store.dataset != pretrain_dataset,
+        num_classes=int(labels.max()) + 1 if len(labels) else 0,
+    )
+
+
+def _trained_modalities(cls: Any, cfg: Any) -> tuple[str, ...]:
+    model = cfg.model
+    if hasattr(model, "modalities"):
+        return tuple(model.modalities)
+    if hasattr(model, "modality"):
+        return (model.modality,)
+    return tuple(getattr(cls, "modalities", ("joint",)))
+
+
+def _open(path: str | Path) -> Store:
+    if not Path(path).exists():
+        raise EvalInputError(f"{path}: no such store")
+    try:
+        return open_store(path)
+    except StoreError as err:
+        raise EvalInputError(_one_line(str(err))) from None
+
+
+def _open_quietly(path: str | None) -> Store | None:
+    if not path or not Path(path).exists():
+        return None
+    try:
+        return open_store(path)
+    except StoreError:
+        return None
+
+
+# --- the model --------------------------------------------------------------------------------
+
+
+class FinetuneModel(nn.Module):
+    """The method's query encoder of one modality and a new linear classifier.
+
+    The whole method is kept (registered, so ``.to`` moves what ``derive_input`` may use), but only
+    ``trainable_parameters`` are optimised: projection heads, key encoders and queues stay idle.
+    """
+
+    def __init__(self, method: nn.Module, modality: str, num_classes: int,
+                 generator: torch.Generator) -> None:
+        super().__init__()
+        self.method = method
+        self.modality = modality
+        self.encoder = method.encoder(modality)
+        self.classifier = nn.Linear(self.encoder.out_dim, num_classes)
+        # nn.Linear's own uniform(+-1/sqrt(fan_in)) bound, drawn from the repeat's generator.
+        bound = 1.0 / float(np.sqrt(self.encoder.out_dim))
+        with torch.no_grad():
+            self.classifier.weight.uniform_(-bound, bound, generator=generator)
+            self.classifier.bias.uniform_(-bound, bound, generator=generator)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [*self.encoder.parameters(), *self.classifier.parameters()]
+
+    def forward(self, x: Tensor, gamma: Tensor) -> Tensor:
+        return self.classifier(self.encoder(self.method.derive_input(x, gamma, self.modality)))
+
+
+def build_finetune_model(inputs: FinetuneInputs, seed: int) -> FinetuneModel:
+    """The method from the run's config (weights from the checkpoint unless scratch) + classifier."""
+    from skelkit.train.engine import build_method
+
+    torch.manual_seed(seed)  # the random initialisation of --scratch (and of unused parts)
+    method = build_method(inputs.run_config, inputs.store)
+    if inputs.checkpoint_state is not None:
+        try:
+            method.load_state_dict(inputs.checkpoint_state["model"])
+        except RuntimeError as err:
+            first = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
+            raise EvalInputError(_one_line(
+                f"{inputs.checkpoint}: weights do not fit a {inputs.run_config.method} built for "
+                f"store layout {inputs.store.layout.name} ({first})")) from None
+    generator = torch.Generator().manual_seed(seed)
+    try:
+        return FinetuneModel(method, inputs.modality, inputs.num_classes, generator)
+    except ValueError as err:  # the method has no encoder for this modality
+        raise EvalInputError(_one_line(f"{inputs.run_dir}: {err}")) from None
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+class _Positions(torch.utils.data.Dataset):
+    """A subset of a SkeletonDataset's positions; keeps its batched ``__getitems__`` and the
+    ``(position, epoch)`` keys of the epoch sampler."""
+
+    def __init__(self, dataset: Any, positions: np.ndarray) -> None:
+        self.dataset, self.positions = dataset, np.asarray(positions, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, key: Any) -> dict[str, Any]:
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: list[Any]) -> list[dict[str, Any]]:
+        mapped = []
+        for key in keys:
+            if isinstance(key, tuple | list):
+                mapped.append((int(self.positions[int(key[0])]), int(key[1])))
+            else:
+                mapped.append(int(self.positions[int(key)]))
+        return self.dataset.__getitems__(mapped)
+
+
+def side_dataset(inputs: FinetuneInputs, side: str, *, augment: bool, seed: int) -> Any:
+    from skelkit.train.data import SkeletonDataset, build_augment
+    from skelkit.train.engine import method_class
+
+    cfg = inputs.run_config
+    kind = method_class(cfg.method).input_kind
+    if augment and side == "train":
+        return SkeletonDataset(inputs.store.path, inputs.protocol, side, kind=kind, mode="train",
+                               augment=build_augment(cfg.data.augment), window=cfg.data.window,
+                               seed=seed)
+    return SkeletonDataset(inputs.store.path, inputs.protocol, side, kind=kind, mode="embed",
+                           window=cfg.data.window, seed=seed)
+
+
+def _loader(dataset: Any, *, batch_size: int, shuffle: bool, seed: int, drop_last: bool,
+            inputs: FinetuneInputs, workers: int, device: torch.device) -> tuple[Any, Any]:
+    from skelkit.train.data import make_loader
+
+    return make_loader(dataset, batch_size=batch_size, shuffle=shuffle, seed=seed,
+                       drop_last=drop_last, num_workers=workers,
+                       start_method=inputs.run_config.data.start_method,
+                       pin_memory=device.type == "cuda")
+
+
+def _inputs_of(batch: dict[str, Tensor], device: torch.device) -> tuple[Tensor, Tensor]:
+    x = batch["x"] if "x" in batch else batch["q"]
+    return x.to(device, non_blocking=True), batch["gamma"].to(device, non_blocking=True)
+
+
+# --- training and scoring ---------------------------------------------------------------------
+
+
+def train_finetune_model(model: FinetuneModel, inputs: FinetuneInputs, positions: np.ndarray,
+                         config: FinetuneConfig, *, seed: int, device: torch.device,
+                         bar: Any = None) -> float:
+    """Fine-tune encoder + classifier on the given train-side positions; the last epoch's loss."""
+    dataset = side_dataset(inputs, "train", augment=config.augment, seed=seed)
+    subset = _Positions(dataset, positions)
+    batch_size = config.batch_size or inputs.run_config.engine.batch_size
+    # A lone trailing sample would make BatchNorm over (N, C) features fail in train mode.
+    drop_last = len(subset) % batch_size == 1 and len(subset) > 1
+    loader, sampler = _loader(subset, batch_size=batch_size, shuffle=True, seed=seed,
+                              drop_last=drop_last, inputs=inputs, workers=config.num_workers,
+                              device=device)
+    model.to(device)
+    optimizer = torch.optim.SGD(model.trainable_parameters(), lr=config.lr,
+                                momentum=config.momentum, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones),
+                                                    gamma=config.gamma)
+    loss_fn = nn.CrossEntropyLoss()
+    epoch_loss = float("nan")
+    for epoch in range(config.epochs):
+        sampler.set_epoch(epoch)
+        model.train()
+        total, seen = torch.zeros(()), 0
+        for batch in loader:
+            x, gamma = _inputs_of(batch, device)
+            target = batch["label"].to(device)
+            loss = loss_fn(model(x, gamma), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach().cpu() * len(target)
+            seen += len(target)
+        schedule.step()
+        epoch_loss = float(total) / max(seen, 1)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{epoch_loss:.4f}", lr=f"{optimizer.param_groups[0]['lr']:g}")
+    return epoch_loss
+
+
+@torch.no_grad()
+def evaluate_finetune_model(model: FinetuneModel, inputs: FinetuneInputs, *, batch_size: int,
+                            device: torch.device, workers: int = 0) -> tuple[float, float, int]:
+    """Top-1 and top-5 (fractions) of the test side, and its size."""
+    dataset = side_dataset(inputs, "test", augment=False, seed=0)
+    loader, _ = _loader(dataset, batch_size=batch_size, shuffle=False, seed=0, drop_last=False,
+                        inputs=inputs, workers=workers, device=device)
+    model.to(device).eval()
+    hits1 = hits5 = count = 0
+    for batch in loader:
+        x, gamma = _inputs_of(batch, device)
+        logits = model(x, gamma).float().cpu()
+        target = batch["label"]
+        ranking = torch.topk(logits, min(5, logits.shape[1]), dim=1).indices
+        hits = ranking == target.unsqueeze(1)
+        hits1 += int(hits[:, 0].sum())
+        hits5 += int(hits.any(dim=1).sum())
+        count += len(target)
+    if count == 0:
+        raise EvalInputError(f"{inputs.store.path}: protocol {inputs.protocol!r} has no test samples")
+    return hits1 / count, hits5 / count, count
+
+
+def run_finetune(run_dir: str | Path, store_path: str | Path, protocol: str, *,
+                 modality: str = "joint", checkpoint: str | Path | None = None,
+                 scratch: bool = False, config: FinetuneConfig = FinetuneConfig(),
+                 device: str | torch.device = "cpu", progress: bool = False) -> FinetuneResult:
+    """Fine-tune (or train from scratch) ``config.repeats`` times and score the test side."""
+    device = torch.device(device)
+    inputs = open_finetune_inputs(run_dir, store_path, protocol, modality=modality,
+                                  checkpoint=checkpoint, scratch=scratch)
+    train_labels = inputs.store.samples["label"].to_numpy(np.int64)[
+        inputs.store.indices(protocol, "train")]
+    if len(train_labels) == 0:
+        raise EvalInputError(f"{store_path}: protocol {protocol!r} has no train samples")
+    batch_size = config.batch_size or inputs.run_config.engine.batch_size
+    runs: list[tuple[float, float]] = []
+    n_train = n_test = 0
+    with tqdm(total=config.epochs * config.repeats, disable=not progress, unit="epoch",
+              desc="scratch" if scratch else "fine-tune", dynamic_ncols=True) as bar:
+        for repeat in range(config.repeats):
+            seed = repeat_seed(config.seed, repeat)
+            positions = stratified_subset(train_labels, config.label_fraction,
+                                          subset_rng(config.seed, repeat))
+            model = build_finetune_model(inputs, seed)
+            train_finetune_model(model, inputs, positions, config, seed=seed, device=device,
+                                 bar=bar)
+            top1, top5, n_test = evaluate_finetune_model(
+                model, inputs, batch_size=inputs.run_config.engine.embed_batch_size,
+                device=device, workers=config.num_workers)
+            runs.append((top1, top5))
+            n_train = len(positions)
+    top1s, top5s = [r[0] for r in runs], [r[1] for r in runs]
+    many = len(runs) > 1
+    return FinetuneResult(
+        top1=statistics.fmean(top1s), top5=statistics.fmean(top5s),
+        top1_std=statistics.stdev(top1s) if many else None,
+        top5_std=statistics.stdev(top5s) if many else None,
+        runs=runs, n_train=n_train, n_train_available=len(train_labels), n_test=n_test,
+        num_classes=inputs.num_classes, transfer=inputs.transfer, scratch=inputs.scratch,
+        config=config, batch_size=batch_size, provenance=provenance(inputs),
+    )
+
+
+def provenance(inputs: FinetuneInputs) -> dict[str, Any]:
+    """What was fine-tuned, in the keys ``skeleval report`` and the embedding records use."""
+    cfg = inputs.run_config
+    out: dict[str, Any] = {
+        "method": cfg.method,
+        "encoder": str(getattr(cfg.model, "encoder", "")),
+        "modality": inputs.modality,
+        "store": str(Path(inputs.store.path).resolve()),
+        "dataset": inputs.store.dataset,
+        "pretrain_dataset": inputs.pretrain_dataset,
+        "protocol": inputs.protocol,
+    }
+    if inputs.checkpoint is not None:
+        out["checkpoint"] = str(Path(inputs.checkpoint).resolve())
+        out["epoch"] = inputs.checkpoint_epoch
+    return out
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())

@@ -1,0 +1,144 @@
+"""``skeltrain``: pre-train a method on a store (``run``) and export frozen embeddings (``embed``).
+
+Exit codes: 0 success, 2 bad input (one line on stderr), 3 the loss became NaN/inf.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from skelkit.store.errors import EmbeddingFileError, StoreError
+from skelkit.train.checkpoint import CheckpointError
+from skelkit.train.config import ConfigError, load_yaml, packaged_configs, resolve_run_config
+
+EXIT_INPUT = 2
+EXIT_NONFINITE = 3
+
+
+def _fail(message: str, code: int = EXIT_INPUT) -> None:
+    click.echo(f"skeltrain: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _default_config(method: str, store: str | None) -> str:
+    """``<method>/<dataset of the store>`` when packaged, else an error naming the choices."""
+    from skelkit.store.reader import open_store
+
+    if store is None:
+        raise ConfigError("no --config and no --store to pick a default config from")
+    dataset = open_store(store).dataset
+    name = f"{method}/{dataset}"
+    if name in packaged_configs(method):
+        return name
+    raise ConfigError(f"no packaged config {name}; pass --config "
+                      f"({', '.join(packaged_configs(method)) or 'none packaged'})")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Self-supervised pre-training on a skelkit store."""
+
+
+@main.command("run")
+@click.argument("method")
+@click.option("--store", type=str, default=None, help="Store (.zarr) to train on.")
+@click.option("--protocol", type=str, default=None, help="Split protocol, e.g. xsub.")
+@click.option("--config", "config", type=str, default=None,
+              help="Packaged name (cmd/ntu60, tiny) or a YAML file (a run's config.yaml repeats it).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config value, e.g. --set optim.lr=0.05 (YAML-typed).")
+@click.option("--epochs", type=int, default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@click.option("--run-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--resume", type=click.Path(path_type=Path), default=None,
+              help="Continue the run in this directory from its last checkpoint.")
+@click.option("--seed", type=int, default=None)
+@click.option("--workers", type=int, default=None, help="DataLoader workers (data.num_workers).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def run_command(method: str, store: str | None, protocol: str | None, config: str | None,
+                overrides: tuple[str, ...], epochs: int | None, batch_size: int | None,
+                device: str | None, run_dir: Path | None, resume: Path | None, seed: int | None,
+                workers: int | None, no_progress: bool) -> None:
+    """Pre-train METHOD (e.g. cmd, skeletonclr) on a store."""
+    from skelkit.train.distributed import shutdown_distributed
+    from skelkit.train.engine import NonFiniteLossError, TrainInputError, method_class, train
+
+    cli_values: dict[str, Any] = {
+        "data.store": store, "data.protocol": protocol, "engine.epochs": epochs,
+        "engine.batch_size": batch_size, "engine.device": device, "engine.seed": seed,
+        "data.num_workers": workers,
+    }
+    try:
+        cls = method_class(method)
+        if resume is not None:
+            if run_dir is not None and Path(run_dir).resolve() != Path(resume).resolve():
+                raise TrainInputError("--run-dir and --resume name different directories")
+            if not (Path(resume) / "config.yaml").is_file():
+                raise TrainInputError(f"{resume}: not a run directory (no config.yaml)")
+            if not (Path(resume) / "checkpoints" / "last.pt").is_file():
+                raise TrainInputError(f"{resume}: no checkpoints/last.pt to resume from")
+            tree_method = load_yaml(Path(resume) / "config.yaml").get("method")
+            if tree_method != method:
+                raise TrainInputError(f"{resume} is a {tree_method} run, not {method}")
+            config, run_dir = str(Path(resume) / "config.yaml"), Path(resume)
+        elif config is None:
+            config = _default_config(method, store)
+        cfg = resolve_run_config(method, cls, config, list(overrides), cli_values)
+        if run_dir is None:
+            run_dir = Path("runs") / f"{method}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if resume is None and (run_dir / "checkpoints" / "last.pt").exists():
+            raise TrainInputError(f"{run_dir} already holds a run; use --resume {run_dir} "
+                                  "or another --run-dir")
+        try:
+            result = train(cfg, run_dir, resume=resume is not None, progress=not no_progress)
+        finally:
+            shutdown_distributed()
+    except NonFiniteLossError as exc:
+        _fail(str(exc), EXIT_NONFINITE)
+    except (TrainInputError, ConfigError, StoreError, CheckpointError) as exc:
+        _fail(str(exc))
+    else:
+        if int(os.environ.get("RANK", "0")) == 0:
+            click.echo(f"run {result.run_dir}: {result.epochs} epochs, checkpoint {result.last_checkpoint}")
+
+
+@main.command("embed")
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True,
+              help="Run directory written by `skeltrain run`.")
+@click.option("--checkpoint", type=str, default=None,
+              help="Checkpoint file (default: the run's checkpoints/last.pt).")
+@click.option("--modality", type=str, default="joint", show_default=True,
+              help="A trained modality, or `all` for the mean of the trained streams.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output .h5 file.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--workers", type=int, default=None)
+@click.option("--no-progress", is_flag=True)
+def embed_command(run_dir: Path, checkpoint: str | None, modality: str, out: Path, device: str,
+                  batch_size: int | None, workers: int | None, no_progress: bool) -> None:
+    """Write frozen train/test embeddings of a run (DESIGN.md §4 HDF5)."""
+    from skelkit.train.embed import export_embeddings
+    from skelkit.train.engine import TrainInputError
+
+    try:
+        summary = export_embeddings(run_dir, out, checkpoint=checkpoint, modality=modality,
+                                    device=device, batch_size=batch_size, num_workers=workers,
+                                    progress=not no_progress)
+    except (TrainInputError, ConfigError, StoreError, CheckpointError, EmbeddingFileError,
+            ValueError) as exc:
+        _fail(str(exc))
+    else:
+        click.echo(f"wrote {summary['out']}: {summary['train']} train, {summary['test']} test, "
+                   f"dim {summary['dim']}, {summary['method']} {summary['modality']} "
+                   f"epoch {summary['epoch']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,283 @@
+"""Streaming datasets over a store, and DataLoaders that are safe with zarr 3 and deterministic.
+
+Each worker opens the store itself on first use (zarr handles are never pickled, and zarr 3's
+event-loop thread does not survive fork, hence spawn/forkserver workers). The sampler yields
+``(position, epoch)`` keys and every sample draws its augmentation from an RNG seeded by
+``(seed, epoch, sample index)``: the views of a sample depend neither on the worker that made
+them nor on the number of workers or ranks, which is what makes ``--resume`` exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from skelkit.store.reader import Store, open_store
+from skelkit.train.augment import build_augmentations, resize_linear
+
+Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+INPUT_KINDS = ("sequence", "fixed")
+
+
+def resize_time(x: np.ndarray, window: int) -> np.ndarray:
+    """Linear resize of (C, T, V, M) along T to ``window`` frames: the crop-resize's maths
+    (``augment.resize_linear``) applied to the whole valid sequence, for un-augmented views."""
+    if x.shape[1] == window:
+        return np.ascontiguousarray(x, dtype=np.float32)
+    return resize_linear(x, window)
+
+
+@dataclass(frozen=True)
+class SideMeta:
+    """Per-sample metadata of one protocol side, read once in the main process (small arrays)."""
+
+    indices: np.ndarray  # store rows, sorted
+    labels: np.ndarray
+    gammas: np.ndarray
+    names: np.ndarray
+    offsets: np.ndarray  # raw frame offsets of every store row (N + 1,)
+
+
+def read_side_meta(store: Store, protocol: str, side: str) -> SideMeta:
+    idx = store.indices(protocol, side)
+    samples = store.samples
+    return SideMeta(
+        indices=idx,
+        labels=samples["label"].to_numpy(np.int64)[idx],
+        gammas=samples["gamma"].to_numpy(np.float32)[idx],
+        names=samples["name"].to_numpy(str)[idx],
+        offsets=store.offsets,
+    )
+
+
+class SkeletonDataset(Dataset):
+    """One protocol side of a store.
+
+    ``mode="train"``: two augmented views ``q``, ``k`` (3, T, V, M) per sample. ``mode="embed"``:
+    one un-augmented view ``x``: for ``kind="sequence"`` the whole valid raw sequence resized to
+    ``window`` frames, for ``kind="fixed"`` the store's fixed-length joints. Keys are positions in
+    the side (0..len-1) or ``(position, epoch)`` pairs from :class:`EpochSampler`.
+    """
+
+    def __init__(self, store_path: str | Path, protocol: str, side: str, *, kind: str,
+                 mode: str = "train", augment: Augment | None = None, window: int = 64,
+                 seed: int = 0, modality: str = "joint") -> None:
+        if kind not in INPUT_KINDS:
+            raise ValueError(f"input kind must be one of {INPUT_KINDS}, not {kind!r}")
+        if mode not in ("train", "embed"):
+            raise ValueError(f"mode must be train or embed, not {mode!r}")
+        self.store_path = str(store_path)
+        self.protocol, self.side, self.kind, self.mode = protocol, side, kind, mode
+        self.augment = augment
+        self.window = int(window)
+        self.seed = int(seed)
+        self.modality = modality
+        store = open_store(self.store_path)
+        self.meta = read_side_meta(store, protocol, side)
+        if kind == "fixed":
+            store.fixed(modality)  # fail early, in the main process, when the modality is absent
+        self._store: Store | None = None
+
+    def __len__(self) -> int:
+        return len(self.meta.indices)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Workers get everything but the open store; each reopens it lazily.
+        state = self.__dict__.copy()
+        state["_store"] = None
+        return state
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = open_store(self.store_path)
+        return self._store
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def _read_many(self, positions: np.ndarray) -> list[np.ndarray]:
+        """(3, T, V, M) joints of the given side positions, in order, with one zarr call."""
+        rows = self.meta.indices[positions]
+        if self.kind == "fixed":
+            order = np.argsort(rows, kind="stable")
+            block = np.asarray(self.store.fixed(self.modality).oindex[rows[order]], np.float32)
+            out: list[np.ndarray] = [None] * len(rows)  # type: ignore[list-item]
+            for j, o in enumerate(order):
+                out[o] = block[j]
+            return out
+        lo, hi = self.meta.offsets[rows], self.meta.offsets[rows + 1]
+        lengths = hi - lo
+        frames = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)])
+        # Sorted unique frame indices read the raw chunks once each, concurrently inside zarr.
+        uniq, inverse = np.unique(frames, return_inverse=True)
+        block = np.asarray(self.store.group["raw/joint"].oindex[uniq], np.float32)[inverse]
+        cuts = np.cumsum(lengths)[:-1]
+        return [np.ascontiguousarray(seq.transpose(1, 0, 2, 3)) for seq in np.split(block, cuts)]
+
+    # --- samples -----------------------------------------------------------------------------
+
+    def _make(self, pos: int, epoch: int, x: np.ndarray) -> dict[str, Any]:
+        row = int(self.meta.indices[pos])
+        item: dict[str, Any] = {
+            "gamma": np.float32(self.meta.gammas[pos]),
+            "index": row,
+            "label": int(self.meta.labels[pos]),
+        }
+        if self.mode == "embed":
+            item["x"] = resize_time(x, self.window) if self.kind == "sequence" else x
+            return item
+        rng = np.random.default_rng([self.seed, epoch, row])
+        aug = self.augment or (lambda a, _r: a)
+        item["q"] = np.ascontiguousarray(aug(x, rng), dtype=np.float32)
+        item["k"] = np.ascontiguousarray(aug(x, rng), dtype=np.float32)
+        return item
+
+    @staticmethod
+    def _split_key(key: Any) -> tuple[int, int]:
+        if isinstance(key, tuple | list):
+            return int(key[0]), int(key[1])
+        return int(key), 0
+
+    def __getitem__(self, key: Any) -> dict[str, Any]:
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: Sequence[Any]) -> list[dict[str, Any]]:
+        """Batch fetch (called by the DataLoader's fetcher): one store read for the whole batch."""
+        pairs = [self._split_key(k) for k in keys]
+        positions = np.array([p for p, _ in pairs], dtype=np.int64)
+        views = self._read_many(positions)
+        return [self._make(p, e, x) for (p, e), x in zip(pairs, views)]
+
+
+class EpochSampler(DistributedSampler):
+    """DistributedSampler (also for one process) that tags each position with the epoch."""
+
+    def __init__(self, dataset: Dataset, *, shuffle: bool, seed: int, drop_last: bool,
+                 num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
+                         seed=seed, drop_last=drop_last)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        epoch = int(self.epoch)
+        for pos in super().__iter__():
+            yield (int(pos), epoch)
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for key in items[0]:
+        values = [it[key] for it in items]
+        if isinstance(values[0], np.ndarray):
+            out[key] = torch.from_numpy(np.stack(values))
+        elif key == "gamma":
+            out[key] = torch.tensor(np.asarray(values, np.float32))
+        else:
+            out[key] = torch.tensor(values, dtype=torch.int64)
+    return out
+
+
+def _seed_worker(worker_id: int) -> None:
+    # Per-worker global seeds for anything that bypasses the per-sample RNG.
+    info = torch.utils.data.get_worker_info()
+    base = info.seed if info is not None else worker_id
+    np.random.seed(base % 2**32)
+    torch.manual_seed(base)
+    torch.set_num_threads(1)
+
+
+def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, seed: int, drop_last: bool,
+                num_workers: int = 2, start_method: str = "forkserver", pin_memory: bool = False,
+                prefetch_factor: int = 4, num_replicas: int = 1, rank: int = 0
+                ) -> tuple[DataLoader, EpochSampler]:
+    """A DataLoader with persistent spawn/forkserver workers and an epoch-aware sampler.
+
+    Call ``sampler.set_epoch(e)`` before iterating epoch ``e``.
+    """
+    sampler = EpochSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last,
+                           num_replicas=num_replicas, rank=rank)
+    # A private generator keeps the loader from consuming the global torch RNG (exact resume).
+    generator = torch.Generator().manual_seed(seed)
+    kwargs: dict[str, Any] = {}
+    if num_workers > 0:
+        kwargs.update(multiprocessing_context=start_method, persistent_workers=True,
+                      prefetch_factor=prefetch_factor, worker_init_fn=_seed_worker)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                        collate_fn=collate, pin_memory=pin_memory, drop_last=drop_last,
+                        generator=generator, **kwargs)
+    return loader, sampler
+
+
+def build_augment(steps: list[dict[str, Any]]) -> Augment | None:
+    """The augmentation pipeline of a config's ``data.augment`` list (None when empty)."""
+    return build_augmentations(steps) if steps else None
+
+
+def write_random_walk_store(path: str | Path, *, classes: int = 4, per_class: int = 8,
+                            frames: tuple[int, int] = (30, 90), seed: int = 0,
+                            modalities: tuple[str, ...] = ("joint",), layout: Any = None,
+                            noise: float = 0.3) -> Path:
+    """A small store of class-patterned random walks, for tests and benchmarks without skelprep.
+
+    Each class is a fixed set of per-joint sinusoids; every sample adds a random speed, phase,
+    scale, rotation about the vertical axis and a random walk of amplitude ``noise``. Protocol
+    ``xsub`` splits even/odd subjects; the fixed modalities are the joints resized to 50 frames
+    (every listed modality gets the joints: enough for loaders, not a substitute for skelprep).
+    """
+    from skelkit.store.layout import NTU25
+    from skelkit.store.writer import SampleBatch, StoreWriter
+
+    layout = layout or NTU25
+    v, m, fixed_frames = layout.num_joints, 2, 50
+    rng = np.random.default_rng(seed)
+    freq = rng.uniform(0.5, 3.0, size=(classes, 3, v))
+    amp = rng.uniform(0.0, 0.5, size=(classes, 3, v)) * (rng.random((classes, 1, v)) < 0.4)
+    phase = rng.uniform(0, 2 * np.pi, size=(classes, 3, v))
+    rest = rng.normal(0, 0.3, size=(3, v))
+    raw, fixed, cols = [], [], {k: [] for k in ("name", "label", "subject", "camera", "setup",
+                                                 "replication", "num_frames", "num_bodies",
+                                                 "gamma")}
+    split = []
+    for c in range(classes):
+        for r in range(per_class):
+            t = int(rng.integers(frames[0], frames[1] + 1))
+            time = np.linspace(0, 1, t) * rng.uniform(0.7, 1.4) + rng.uniform(0, 0.3)
+            motion = amp[c][..., None] * np.sin(2 * np.pi * freq[c][..., None] * time
+                                                + phase[c][..., None])  # (3, V, T)
+            walk = np.cumsum(rng.normal(0, noise / np.sqrt(t), size=(3, v, t)), axis=-1)
+            body = (rest[..., None] + motion) * rng.uniform(0.8, 1.2) + walk
+            a = rng.uniform(-0.5, 0.5)
+            rot = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+            body = np.einsum("ij,jvt->ivt", rot, body).astype(np.float32)
+            x = np.zeros((3, t, v, m), np.float32)
+            x[..., 0] = body.transpose(0, 2, 1)
+            raw.append(np.ascontiguousarray(x.transpose(1, 0, 2, 3)))
+            fixed.append(resize_time(x, fixed_frames))
+            subject = r % 4 + 1
+            cols["name"].append(f"S001C001P{subject:03d}R{r:03d}A{c + 1:03d}")
+            cols["label"].append(c)
+            cols["subject"].append(subject)
+            cols["camera"].append(1)
+            cols["setup"].append(1)
+            cols["replication"].append(r)
+            cols["num_frames"].append(t)
+            cols["num_bodies"].append(1)
+            cols["gamma"].append(t / fixed_frames)
+            split.append(0 if subject % 2 == 1 else 1)
+    writer = StoreWriter.create(
+        path, dataset="randomwalk", layout=layout, frames=fixed_frames, max_bodies=m,
+        modalities=modalities, normalisation={"kind": "none"}, source={"generator": "random walk",
+                                                                       "seed": seed},
+        protocols=["xsub"], overwrite=True)
+    fixed_arr = np.stack(fixed)
+    writer.append(SampleBatch(
+        columns={k: np.asarray(vals) for k, vals in cols.items()},
+        splits={"xsub": np.asarray(split, np.int8)}, raw=raw,
+        fixed={mod: fixed_arr for mod in modalities}))
+    writer.finalize({"samples": len(raw)})
+    return Path(path)

@@ -1,0 +1,416 @@
+"""The training engine: one loop for every method (SGD, schedules, AMP, DDP, checkpoints, monitor).
+
+A run directory holds ``config.yaml`` (the resolved config), ``train.log``, ``metrics.csv``,
+TensorBoard events under ``tb/``, and ``checkpoints/last.pt`` plus ``checkpoints/epoch_NNNN.pt``.
+Checkpoints store completed epochs; ``--resume`` restores model, optimizer, schedule, scaler and
+RNG states and continues, giving the same loss curve as an uninterrupted run on CPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from skelkit.store.reader import Store, StoreError, open_store
+from skelkit.train.checkpoint import checkpoint_name, load_checkpoint, restore_rng_state, save_checkpoint
+from skelkit.train.config import ConfigError, RunConfig, ScheduleConfig, run_config_from_text
+from skelkit.train.data import SkeletonDataset, build_augment, make_loader
+from skelkit.train.distributed import (
+    DistContext,
+    any_across_ranks,
+    barrier,
+    init_distributed,
+    mean_across_ranks,
+)
+from skelkit.train.embed import compute_embeddings, knn_top1, side_loader
+
+LOG = logging.getLogger("skelkit.train")
+
+
+class TrainInputError(Exception):
+    """Bad input (store, protocol, method, config, run dir): the CLI prints it and exits 2."""
+
+
+class NonFiniteLossError(Exception):
+    """The loss became NaN/inf: the run stopped, the last good checkpoint is kept (exit 3)."""
+
+
+# --- lookups -------------------------------------------------------------------------------------
+
+def method_class(name: str) -> Any:
+    from skelkit.train.methods import METHODS
+
+    if name not in METHODS:
+        raise TrainInputError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainInputError(f"--device {device}: CUDA is not available on this machine")
+    return torch.device(device)
+
+
+def build_method(cfg: RunConfig, store: Store) -> nn.Module:
+    """The method, built from the store's layout and body count (nothing hard-codes NTU)."""
+    cls = method_class(cfg.method)
+    return cls(cfg.model, store.layout, num_bodies=store.max_bodies)
+
+
+def load_run_config(run_dir: Path) -> RunConfig:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise TrainInputError(f"{run_dir}: not a run directory (no config.yaml)")
+    try:
+        return run_config_from_text(path.read_text(), method_class)
+    except ConfigError as exc:
+        raise TrainInputError(f"{path}: {exc}") from None
+
+
+# --- learning-rate schedule -----------------------------------------------------------------------
+
+@dataclass
+class EpochSchedule:
+    """Per-epoch learning rate: optional linear warm-up, then step decay or a half cosine."""
+
+    base_lr: float
+    cfg: ScheduleConfig
+    epochs: int
+
+    def lr(self, epoch: int) -> float:
+        if self.cfg.warmup_epochs and epoch < self.cfg.warmup_epochs:
+            return self.base_lr * (epoch + 1) / self.cfg.warmup_epochs
+        if self.cfg.kind == "step":
+            drops = sum(1 for m in self.cfg.milestones if epoch >= m)
+            return self.base_lr * self.cfg.gamma ** drops
+        span = max(self.epochs - self.cfg.warmup_epochs, 1)
+        progress = min(max(epoch - self.cfg.warmup_epochs, 0) / span, 1.0)
+        return self.cfg.min_lr + (self.base_lr - self.cfg.min_lr) * 0.5 * (
+            1.0 + math.cos(math.pi * progress))
+
+    def state_dict(self, epoch: int) -> dict[str, Any]:
+        return {"kind": self.cfg.kind, "next_epoch": int(epoch), "lr": self.lr(epoch)}
+
+
+# --- run directory --------------------------------------------------------------------------------
+
+class RunFiles:
+    """train.log, metrics.csv and TensorBoard events of the main rank."""
+
+    def __init__(self, run_dir: Path, enabled: bool) -> None:
+        self.run_dir = run_dir
+        self.enabled = enabled
+        self.metrics_path = run_dir / "metrics.csv"
+        self._tb: Any = None
+        self._handler: logging.Handler | None = None
+        if enabled:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self._handler = logging.FileHandler(run_dir / "train.log")
+            self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            LOG.addHandler(self._handler)
+            LOG.setLevel(logging.INFO)
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(log_dir=str(run_dir / "tb"))
+            except ImportError:  # tensorboard is a dependency, but a missing one must not stop a run
+                LOG.warning("tensorboard not importable; metrics go to metrics.csv only")
+
+    def truncate_metrics(self, start_epoch: int) -> None:
+        """Drop rows of epochs a resumed run will redo (``epoch`` counts completed epochs)."""
+        if not self.enabled or not self.metrics_path.is_file():
+            return
+        with self.metrics_path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+            fields = list(rows[0].keys()) if rows else None
+        if fields is None:
+            return
+        kept = [r for r in rows if int(r["epoch"]) <= start_epoch]
+        with self.metrics_path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(kept)
+
+    def write_metrics(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        rows: list[dict[str, Any]] = []
+        fields = list(row)
+        if self.metrics_path.is_file() and self.metrics_path.stat().st_size:
+            with self.metrics_path.open(newline="") as f:
+                reader = csv.DictReader(f)
+                rows = list(reader)
+                fields = list(reader.fieldnames or []) + [k for k in row if k not in
+                                                          (reader.fieldnames or [])]
+        # A column that appears later (e.g. the KNN monitor's) rewrites the file with it.
+        with self.metrics_path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields, restval="")
+            writer.writeheader()
+            writer.writerows([*rows, row])
+        if self._tb is not None:
+            for key, value in row.items():
+                if key != "epoch" and isinstance(value, int | float) and math.isfinite(value):
+                    self._tb.add_scalar(key, value, row["epoch"])
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+        if self._handler is not None:
+            LOG.removeHandler(self._handler)
+            self._handler.close()
+
+
+# --- the loop -----------------------------------------------------------------------------------
+
+class _Step(nn.Module):
+    """Routes DDP's forward to ``training_step`` so gradients are all-reduced."""
+
+    def __init__(self, method: nn.Module) -> None:
+        super().__init__()
+        self.method = method
+
+    def forward(self, batch: dict[str, torch.Tensor], epoch: int) -> Any:
+        return self.method.training_step(batch, epoch)
+
+
+def _open_store(cfg: RunConfig) -> Store:
+    if not cfg.data.store:
+        raise TrainInputError("no store given (--store or data.store)")
+    if not cfg.data.protocol:
+        raise TrainInputError("no protocol given (--protocol or data.protocol)")
+    try:
+        store = open_store(cfg.data.store)
+        store.split(cfg.data.protocol)
+    except StoreError as exc:
+        raise TrainInputError(str(exc)) from None
+    return store
+
+
+def _per_rank_buffers() -> dict[str, bool]:
+    """DDP keyword keeping queues and BN statistics per rank after the initial sync."""
+    params = inspect.signature(nn.parallel.DistributedDataParallel).parameters
+    if "forward_sync_buffers" in params:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    epochs: int
+    last_checkpoint: Path
+    metrics: list[dict[str, Any]]
+    method: nn.Module
+
+
+def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True,
+          ctx: DistContext | None = None, stop_after: int | None = None) -> TrainResult:
+    """Train ``cfg`` into ``run_dir`` (fresh, or continuing its last checkpoint when ``resume``).
+
+    ``stop_after`` ends the run after that many completed epochs, as a crash would (the
+    schedule still spans ``engine.epochs``); resuming then continues exactly.
+    """
+    run_dir = Path(run_dir)
+    device = resolve_device(cfg.engine.device)
+    ctx = ctx or init_distributed(device.type)
+    if device.type == "cuda" and ctx.enabled:
+        device = torch.device("cuda", ctx.local_rank)
+    if cfg.engine.threads:
+        torch.set_num_threads(cfg.engine.threads)
+    store = _open_store(cfg)
+    cfg.data.store = str(Path(cfg.data.store).resolve())
+
+    torch.manual_seed(cfg.engine.seed)  # identical initial weights on every rank
+    method = build_method(cfg, store).to(device)
+    params = [p for p in method.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                                weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov)
+    schedule = EpochSchedule(cfg.optim.lr, cfg.schedule, cfg.engine.epochs)
+    use_amp = cfg.engine.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    ckpt_dir = run_dir / "checkpoints"
+    last_path = ckpt_dir / "last.pt"
+    start_epoch = 0
+    if resume:
+        ckpt = load_checkpoint(last_path)
+        if ckpt["method"] != cfg.method:
+            raise TrainInputError(f"{last_path}: checkpoint of {ckpt['method']}, not {cfg.method}")
+        method.load_state_dict(ckpt["model"])
+        if ckpt["optimizer"] is not None:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt["scaler"] is not None and use_amp:
+            scaler.load_state_dict(ckpt["scaler"])
+        start_epoch = int(ckpt["epoch"])
+        restore_rng_state(ckpt["rng"])
+
+    files = RunFiles(run_dir, enabled=ctx.is_main)
+    config_text = cfg.to_yaml()
+    if ctx.is_main:
+        (run_dir / "config.yaml").write_text(config_text)
+        files.truncate_metrics(start_epoch)
+        LOG.info("%s run %s: method %s, store %s, protocol %s, device %s, world %d, epochs %d-%d",
+                 "resumed" if resume else "new", run_dir, cfg.method, cfg.data.store,
+                 cfg.data.protocol, device, ctx.world_size, start_epoch, cfg.engine.epochs)
+
+    def save(epoch: int) -> Path:
+        if ctx.is_main:
+            state = dict(method=cfg.method, epoch=epoch, model=method.state_dict(),
+                         optimizer=optimizer.state_dict(), scheduler=schedule.state_dict(epoch),
+                         scaler=scaler.state_dict() if use_amp else None, config_text=config_text)
+            save_checkpoint(last_path, **state)
+            every = cfg.engine.checkpoint_every
+            if epoch == 0 or (every and epoch % every == 0) or epoch == cfg.engine.epochs:
+                save_checkpoint(ckpt_dir / checkpoint_name(epoch), **state)
+        barrier(ctx)
+        return last_path
+
+    history: list[dict[str, Any]] = []
+    try:
+        if start_epoch == 0 and not resume:
+            save(0)  # the random initialisation: `--epochs 0` is the random-init baseline
+        if start_epoch >= cfg.engine.epochs:
+            return TrainResult(run_dir, start_epoch, last_path, history, method)
+
+        kind = method.input_kind
+        dataset = SkeletonDataset(cfg.data.store, cfg.data.protocol, "train", kind=kind,
+                                  mode="train", augment=build_augment(cfg.data.augment),
+                                  window=cfg.data.window, seed=cfg.engine.seed)
+        per_rank_batch = max(cfg.engine.batch_size // ctx.world_size, 1)
+        if cfg.engine.drop_last and len(dataset) < per_rank_batch * ctx.world_size:
+            raise TrainInputError(f"train side has {len(dataset)} samples, fewer than one batch "
+                                  f"of {cfg.engine.batch_size}; lower --batch-size")
+        loader, sampler = make_loader(
+            dataset, batch_size=per_rank_batch, shuffle=True, seed=cfg.engine.seed,
+            drop_last=cfg.engine.drop_last, num_workers=cfg.data.num_workers,
+            start_method=cfg.data.start_method, pin_memory=device.type == "cuda",
+            prefetch_factor=cfg.data.prefetch_factor, num_replicas=ctx.world_size,
+            rank=ctx.rank)
+        step_module: nn.Module = _Step(method)
+        if ctx.enabled:
+            step_module = nn.parallel.DistributedDataParallel(
+                step_module, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=cfg.engine.find_unused_parameters, **_per_rank_buffers())
+        monitor = _KnnMonitor(cfg, method, device) if cfg.engine.knn_every and ctx.is_main else None
+
+        end_epoch = cfg.engine.epochs if stop_after is None else min(stop_after,
+                                                                     cfg.engine.epochs)
+        for epoch in range(start_epoch, end_epoch):
+            lr = schedule.lr(epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            sampler.set_epoch(epoch)
+            method.train()
+            row = _train_epoch(step_module, loader, optimizer, scaler, epoch, device, cfg,
+                               use_amp, ctx, progress, last_path)
+            row = {"epoch": epoch + 1, "lr": lr, **row}
+            every = cfg.engine.knn_every
+            if monitor is not None and ((epoch + 1) % every == 0 or epoch + 1 == cfg.engine.epochs):
+                row["knn_top1"] = monitor(progress)
+            barrier(ctx)
+            save(epoch + 1)
+            files.write_metrics(row)
+            history.append(row)
+            if ctx.is_main:
+                LOG.info("epoch %d/%d %s", epoch + 1, cfg.engine.epochs,
+                         " ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+                                  for k, v in row.items() if k != "epoch"))
+    except NonFiniteLossError as exc:
+        if ctx.is_main:
+            LOG.error("%s", exc)
+        raise
+    finally:
+        files.close()
+    return TrainResult(run_dir, end_epoch, last_path, history, method)
+
+
+def _train_epoch(step_module: nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
+                 scaler: torch.amp.GradScaler, epoch: int, device: torch.device, cfg: RunConfig,
+                 use_amp: bool, ctx: DistContext, progress: bool, last_path: Path
+                 ) -> dict[str, Any]:
+    sums: dict[str, float] = {}
+    steps = samples = 0
+    t0 = time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.engine.epochs}", unit="batch",
+               disable=not (progress and ctx.is_main), leave=False, dynamic_ncols=True)
+    for batch in bar:
+        batch = _to_device(batch, device)
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+            loss, logs = step_module(batch, epoch)
+        bad = not bool(torch.isfinite(loss.detach()).all())
+        if any_across_ranks(bad, ctx, device):
+            raise NonFiniteLossError(
+                f"loss is {float(loss.detach()):g} at epoch {epoch + 1} step {steps + 1}; "
+                f"run stopped, last good checkpoint kept: {last_path}")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.engine.grad_clip:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(
+                [p for g in optimizer.param_groups for p in g["params"]], cfg.engine.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        steps += 1
+        samples += int(batch["q"].shape[0])
+        sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+        for key, value in logs.items():
+            if key == "loss":  # the engine's own loss column
+                continue
+            sums[key] = sums.get(key, 0.0) + float(value)
+        rate = samples * ctx.world_size / max(time.perf_counter() - t0, 1e-9)
+        bar.set_postfix(loss=f"{sums['loss'] / steps:.4f}", samples_s=f"{rate:.0f}")
+    bar.close()
+    seconds = time.perf_counter() - t0
+    means = {k: mean_across_ranks(v / max(steps, 1), ctx, device) for k, v in sums.items()}
+    return {**means, "samples_per_s": samples * ctx.world_size / max(seconds, 1e-9),
+            "seconds": seconds}
+
+
+class _KnnMonitor:
+    """Cosine 1-NN top-1 of the test side against the train side, on un-augmented embeddings."""
+
+    def __init__(self, cfg: RunConfig, method: nn.Module, device: torch.device) -> None:
+        self.method, self.device = method, device
+        self.modality = cfg.engine.knn_modality
+        if self.modality != "all" and self.modality not in method.modalities:
+            self.modality = method.modalities[0]
+        self.loaders = {
+            side: side_loader(cfg.data.store, cfg.data.protocol, side, kind=method.input_kind,
+                              window=cfg.data.window, batch_size=cfg.engine.embed_batch_size,
+                              num_workers=min(cfg.data.num_workers, 1),
+                              start_method=cfg.data.start_method,
+                              pin_memory=device.type == "cuda")[0]
+            for side in ("train", "test")
+        }
+
+    def __call__(self, progress: bool) -> float:
+        out = {}
+        for side, loader in self.loaders.items():
+            out[side] = compute_embeddings(self.method, loader, self.modality, self.device,
+                                           progress=progress, desc=f"knn {side}")
+        train_ds = self.loaders["train"].dataset
+        test_ds = self.loaders["test"].dataset
+        return knn_top1(out["train"][0], _labels(train_ds, out["train"][1]),
+                        out["test"][0], _labels(test_ds, out["test"][1]))
+
+
+def _labels(dataset: SkeletonDataset, rows: Any) -> Any:
+    position = {int(r): i for i, r in enumerate(dataset.meta.indices)}
+    return dataset.meta.labels[[position[int(r)] for r in rows]]
