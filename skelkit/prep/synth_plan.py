@@ -1,7 +1,7 @@
 """Which samples a synthetic dataset holds: actions, performers, setups, names and protocols.
 
-The protocol facts repeat DESIGN.md §2 so that a generated set always has both sides of every
-split; they are checked against the names by the tests.
+The protocol facts come from the dataset specs the build uses (skelkit/prep/datasets.py), so a
+generated set always has both sides of every split the build will cut.
 """
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ from importlib import resources
 
 import numpy as np
 
-NTU60_XSUB_TRAIN = (1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38)
-NTU120_XSUB_TRAIN = (
-    *NTU60_XSUB_TRAIN, 45, 46, 47, 49, 50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81,
-    82, 83, 84, 85, 86, 89, 91, 92, 93, 94, 95, 97, 98, 100, 103,
-)
-NTU_XVIEW_TRAIN_CAMERAS = (2, 3)
+from skelkit.prep import datasets
+
+NTU60_XSUB_TRAIN = tuple(sorted(datasets.NTU60_XSUB_TRAIN))
+NTU120_XSUB_TRAIN = tuple(sorted(datasets.NTU120_XSUB_TRAIN))
+NTU_XVIEW_TRAIN_CAMERAS = tuple(sorted(datasets.NTU_XVIEW_TRAIN_CAMERAS))
 PKU_VIEWS = {1: "L", 2: "M", 3: "R"}
 PKU_XVIEW_TRAIN = ("L", "R")
 
