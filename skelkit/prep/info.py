@@ -47,7 +47,7 @@ def store_info(path: str | Path) -> dict[str, Any]:
         "num_samples": n,
         "frames": store.frames,
         "max_bodies": store.max_bodies,
-        "num_classes": int(labels.max()) + 1 if n else 0,
+        "num_classes": int(labels.max()) + 1 if n else 0,  # label space (0-based ids may have gaps)
         "classes_present": len(classes),
         "samples_per_class": {"min": int(per_class.min()) if n else 0,
                               "max": int(per_class.max()) if n else 0},
@@ -69,7 +69,7 @@ def format_info(info: dict[str, Any]) -> str:
         f"{info['created_by']})",
         f"layout     {info['layout']['name']} ({info['layout']['num_joints']} joints), "
         f"{info['max_bodies']} bodies, {info['frames']} fixed frames",
-        f"samples    {info['num_samples']} in {info['num_classes']} classes "
+        f"samples    {info['num_samples']} in {info['classes_present']} classes "
         f"({info['samples_per_class']['min']}-{info['samples_per_class']['max']} per class)",
     ]
     for protocol, sides in info["splits"].items():
