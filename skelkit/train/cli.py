@@ -62,10 +62,12 @@ def main() -> None:
 @click.option("--seed", type=int, default=None)
 @click.option("--workers", type=int, default=None, help="DataLoader workers (data.num_workers).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--teacher", type=click.Path(path_type=Path), default=None,
+              help="ikem-student: the six-modality IKEM run directory to distil from.")
 def run_command(method: str, store: str | None, protocol: str | None, config: str | None,
                 overrides: tuple[str, ...], epochs: int | None, batch_size: int | None,
                 device: str | None, run_dir: Path | None, resume: Path | None, seed: int | None,
-                workers: int | None, no_progress: bool) -> None:
+                workers: int | None, no_progress: bool, teacher: Path | None) -> None:
     """Pre-train METHOD (e.g. cmd, skeletonclr) on a store."""
     from skelkit.train.distributed import shutdown_distributed
     from skelkit.train.engine import NonFiniteLossError, TrainInputError, method_class, train
@@ -75,6 +77,8 @@ def run_command(method: str, store: str | None, protocol: str | None, config: st
         "engine.batch_size": batch_size, "engine.device": device, "engine.seed": seed,
         "data.num_workers": workers,
     }
+    if teacher is not None:
+        cli_values["model.teacher"] = str(teacher)
     try:
         cls = method_class(method)
         if resume is not None:

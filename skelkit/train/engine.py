@@ -274,7 +274,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
         if ctx.is_main:
             state = dict(method=cfg.method, epoch=epoch, model=method.state_dict(),
                          optimizer=optimizer.state_dict(), scheduler=schedule.state_dict(epoch),
-                         scaler=scaler.state_dict() if use_amp else None, config_text=config_text)
+                         scaler=scaler.state_dict() if use_amp else None, config_text=config_text,
+                         extra={"layout": store.layout.to_attrs()})
             save_checkpoint(last_path, **state)
             every = cfg.engine.checkpoint_every
             if epoch == 0 or (every and epoch % every == 0) or epoch == cfg.engine.epochs:
