@@ -194,6 +194,9 @@ def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_TOP_LEVEL_KEYS = frozenset({"base", "method", "data", "optim", "schedule", "engine", "model"})
+
+
 def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """``a.b=c`` assignments; values are parsed as YAML (``1e-3``, ``[1, 2]``, ``true``, ``null``)."""
     out = copy.deepcopy(tree)
@@ -202,6 +205,9 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
         key = key.strip()
         if not sep or not key or any(not part for part in key.split(".")):
             raise ConfigError(f"--set {item!r}: expected key.path=value")
+        if "." not in key and key not in _TOP_LEVEL_KEYS:
+            # A bare name is a method setting: `--set imd=false` means `--set model.imd=false`.
+            key = f"model.{key}"
         try:
             value = _yaml11_float(yaml.safe_load(text) if text.strip() else None)
         except yaml.YAMLError:

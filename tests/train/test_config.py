@@ -140,3 +140,8 @@ def test_invalid_yaml_reports_file_and_line(tmp_path: Path) -> None:
 def test_apply_overrides_creates_nested_keys() -> None:
     out = apply_overrides({"a": {"b": 1}}, ["a.c.d=x", "a.b=null"])
     assert out == {"a": {"b": None, "c": {"d": "x"}}}
+
+
+def test_bare_set_keys_are_method_settings() -> None:
+    tree = apply_overrides({"model": {"topk": 8}}, ["topk=4", "engine.epochs=3"])
+    assert tree["model"]["topk"] == 4 and tree["engine"]["epochs"] == 3

@@ -9,9 +9,12 @@ from torch import nn
 
 from skelkit.store.layout import Layout
 from skelkit.train.encoders.bigru import BiGRU
+from skelkit.train.encoders.gcn_transformer import GCNTransformer
 from skelkit.train.encoders.stgcn import STGCN
 
-ENCODERS: dict[str, Callable[..., nn.Module]] = {"bigru": BiGRU, "stgcn": STGCN}
+ENCODERS: dict[str, Callable[..., nn.Module]] = {
+    "bigru": BiGRU, "stgcn": STGCN, "gcn_transformer": GCNTransformer,
+}
 
 
 def build_encoder(name: str, in_channels: int, layout: Layout, num_bodies: int = 2,
@@ -24,4 +27,4 @@ def build_encoder(name: str, in_channels: int, layout: Layout, num_bodies: int =
         raise ValueError(f"encoder {name}: {exc}") from None
 
 
-__all__ = ["ENCODERS", "STGCN", "BiGRU", "build_encoder"]
+__all__ = ["ENCODERS", "STGCN", "BiGRU", "GCNTransformer", "build_encoder"]

@@ -1,0 +1,187 @@
+"""I²MD: CMD plus intra-modal mutual distillation on a GCN-Transformer (I²MD Sections 3.3-3.4).
+
+Per modality the instance-level branch (IDB) is CMD's MoCo branch; its queue stores (key, hidden)
+pairs. The cluster-level branch (CDB) shares every weight with the IDB and adds the encoder's
+cross-attention blocks, which read the hidden embeddings of the K_d queue entries nearest the
+IDB's query (for z*_q) or key (for z*_k): Dynamic Neighbours Aggregation. Per modality
+
+    L_intra = L_SCL (Eq. 1) + L*_SCL (Eq. 7, against a cluster-level queue of z*_k)
+              + L_IMD (Eq. 8, CMD's mutual distillation between the IDB and the CDB)      (Eq. 9)
+    L_final = sum_m L_intra^m + lambda_1 * L_CMD (Eq. 5 between the IDB embeddings)      (Eq. 10)
+
+Switches for ablations: ``imd: false`` drops the whole cluster branch (CMD on the
+GCN-Transformer), ``imd_distill: false`` keeps DNA and L*_SCL but drops Eq. 8, ``cmd: false``
+drops L_CMD. Embeddings for evaluation come from the instance branch (no neighbours at test time).
+
+Both views are encoded once by the GCN part; its tokens feed the Transformer twice (without and
+with neighbours), which is the weight-sharing branch without a second GCN pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from skelkit.store.layout import Layout
+from skelkit.train.encoders.gcn_transformer import GCNTransformer
+from skelkit.train.losses import info_nce, mutual_distillation, neighbour_distillation
+from skelkit.train.methods.base import MethodConfig, batch_views
+from skelkit.train.methods.cmd import CMD, CMDConfig
+from skelkit.train.moco import FeatureQueue, MoCoBranch
+from skelkit.train.neighbours import retrieve_hidden
+
+ENCODER_NAME = "gcn_transformer"
+
+
+@dataclasses.dataclass
+class I2MDConfig(CMDConfig):
+    encoder: str = ENCODER_NAME
+    encoder_args: dict[str, Any] = dataclasses.field(default_factory=lambda: {
+        "gcn_widths": [64, 64, 64], "dim": 768, "layers": 6, "heads": 12, "ffn_dim": 3072,
+        "dropout": 0.0})
+    cmd_weight: float = 0.5
+    """lambda_1 of Eq. 10."""
+    neighbours: int = 64
+    """K_d: queue entries aggregated by the cluster-level branch."""
+    imd: bool = True
+    """The cluster-level branch: DNA, L*_SCL (Eq. 7) and, with ``imd_distill``, Eq. 8."""
+    imd_distill: bool = True
+    cmd: bool = True
+    """lambda_1 * L_CMD (Eq. 5) between the modalities' instance branches."""
+
+    def validate(self) -> None:
+        if self.encoder != ENCODER_NAME:
+            raise ValueError(f"encoder: I²MD needs {ENCODER_NAME!r} (its cross-attention "
+                             f"aggregates the neighbours), got {self.encoder!r}")
+        # CMD's checks, except the encoder registry look-up: this method builds its encoder.
+        CMDConfig.validate(dataclasses.replace(self, encoder="bigru"))
+        if not 0 < self.neighbours <= self.queue_size:
+            raise ValueError(f"neighbours: need 0 < K_d <= queue_size ({self.queue_size}), "
+                             f"got {self.neighbours}")
+        if self.cmd_weight < 0:
+            raise ValueError(f"cmd_weight: must be >= 0, got {self.cmd_weight}")
+
+
+@dataclass
+class ModalityEmbeddings:
+    """One modality's embeddings of a batch and the queues as they were before this batch."""
+
+    z_q: Tensor
+    z_k: Tensor
+    h_k: Tensor
+    bank: Tensor
+    z_q_star: Tensor | None = None
+    z_k_star: Tensor | None = None
+    cluster_bank: Tensor | None = None
+
+
+class I2MD(CMD):
+    name: ClassVar[str] = "i2md"
+    Config: ClassVar[type[MethodConfig]] = I2MDConfig
+    input_kind: ClassVar[str] = "sequence"
+
+    def __init__(self, cfg: I2MDConfig, layout: Layout, num_bodies: int = 2) -> None:
+        super().__init__(cfg, layout, num_bodies)
+        self.cluster_queues = nn.ModuleDict(
+            {m: FeatureQueue(cfg.queue_size, cfg.feature_dim) for m in self.modalities}
+            if cfg.imd else {})
+
+    def _make_branch(self, encoder: str, encoder_args: dict[str, Any], feature_dim: int,
+                     queue_size: int, momentum: float, mlp: bool) -> MoCoBranch:
+        # Without the cluster branch the cross-attention blocks would sit unused (and trip DDP).
+        args = {"cross_attention": self.cfg.imd, **encoder_args}  # type: ignore[attr-defined]
+        try:
+            enc = GCNTransformer(3, self.layout, self.num_bodies, **args)
+        except TypeError as exc:
+            raise ValueError(f"encoder_args: {exc}") from None
+        # The queue keeps the key encoder's hidden embedding h_k beside each key (DNA's values).
+        return MoCoBranch(enc, feature_dim, queue_size, momentum, mlp, value_dim=enc.out_dim)
+
+    # --- the three stages of a training step ---------------------------------------------------
+
+    def encode(self, q: Tensor, k: Tensor, gamma: Tensor) -> dict[str, ModalityEmbeddings]:
+        """Both branches of every modality on the two views; momentum update of the key side.
+        Queues are read (neighbours, banks) but not written."""
+        cfg: I2MDConfig = self.cfg  # type: ignore[assignment]
+        out = {}
+        for m in self.modalities:
+            branch = self.branch(m)
+            encoder_q: GCNTransformer = branch.encoder_q  # type: ignore[assignment]
+            encoder_k: GCNTransformer = branch.encoder_k  # type: ignore[assignment]
+            tokens_q = encoder_q.tokens(self.derive_input(q, gamma, m))
+            z_q = F.normalize(branch.head_q(encoder_q.transform(tokens_q)), dim=1)
+            with torch.no_grad():
+                branch.momentum_update()
+                tokens_k = encoder_k.tokens(self.derive_input(k, gamma, m))
+                h_k = encoder_k.transform(tokens_k)
+                z_k = F.normalize(branch.head_k(h_k), dim=1)
+                # Cloned: the enqueue after the step writes in place into tensors autograd saved.
+                emb = ModalityEmbeddings(z_q, z_k, h_k, branch.queue.keys.clone())
+            if cfg.imd:  # Dynamic Neighbours Aggregation (Section 3.3.1)
+                context_q = retrieve_hidden(z_q, branch.queue, cfg.neighbours)
+                emb.z_q_star = F.normalize(
+                    branch.head_q(encoder_q.transform(tokens_q, context_q)), dim=1)
+                with torch.no_grad():
+                    context_k = retrieve_hidden(z_k, branch.queue, cfg.neighbours)
+                    emb.z_k_star = F.normalize(
+                        branch.head_k(encoder_k.transform(tokens_k, context_k)), dim=1)
+                    emb.cluster_bank = self.cluster_queues[m].keys.clone()
+            out[m] = emb
+        return out
+
+    def loss_terms(self, emb: dict[str, ModalityEmbeddings]) -> dict[str, Tensor]:
+        """Every named term of Eq. 9-10 (``scl/m``, ``scl*/m``, ``imd/m``, ``md/a->b``)."""
+        cfg: I2MDConfig = self.cfg  # type: ignore[assignment]
+        terms: dict[str, Tensor] = {}
+        for m, e in emb.items():
+            terms[f"scl/{m}"] = info_nce(e.z_q, e.z_k, e.bank, cfg.temperature)  # I²MD Eq. 1
+            if cfg.imd:
+                assert e.z_q_star is not None and e.z_k_star is not None
+                assert e.cluster_bank is not None
+                # I²MD Eq. 7: cluster-level InfoNCE against the cluster-level queue.
+                terms[f"scl*/{m}"] = info_nce(e.z_q_star, e.z_k_star, e.cluster_bank,
+                                              cfg.temperature)
+                if cfg.imd_distill:
+                    # I²MD Eq. 8: KL(p(z*_k) || p(z_q)) + KL(p(z_k) || p(z*_q)), CMD's term with
+                    # the IDB and the CDB as the two entities (index-aligned queues).
+                    terms[f"imd/{m}"] = mutual_distillation(
+                        e.z_k, e.z_q, e.bank, e.z_k_star, e.z_q_star, e.cluster_bank,
+                        cfg.topk, cfg.teacher_temperature, cfg.student_temperature)
+        if cfg.cmd:
+            for teacher, student in itertools.permutations(self.modalities, 2):  # Eq. 4-5
+                a, b = emb[teacher], emb[student]
+                terms[f"md/{teacher}->{student}"] = neighbour_distillation(
+                    a.z_k, a.bank, b.z_q, b.bank, cfg.topk, cfg.teacher_temperature,
+                    cfg.student_temperature)
+        return terms
+
+    def objective(self, terms: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        """I²MD Eq. 10: sum of the per-modality L_intra (Eq. 9) plus lambda_1 * L_CMD."""
+        cfg: I2MDConfig = self.cfg  # type: ignore[assignment]
+        zero = next(iter(terms.values())).new_zeros(())
+        intra = sum((t for n, t in terms.items() if not n.startswith("md/")), zero)
+        cmd = sum((t for n, t in terms.items() if n.startswith("md/")), zero)
+        loss = intra + cfg.cmd_weight * cmd
+        logs = {name: float(t.detach()) for name, t in terms.items()}
+        logs.update(loss=float(loss.detach()), intra=float(intra.detach()),
+                    cmd=float(cmd.detach()))
+        return loss, logs
+
+    def enqueue(self, emb: dict[str, ModalityEmbeddings]) -> None:
+        for m, e in emb.items():
+            self.branch(m).queue.enqueue(e.z_k, e.h_k)
+            if e.z_k_star is not None:
+                self.cluster_queues[m].enqueue(e.z_k_star)
+
+    def training_step(self, batch: dict[str, Tensor], epoch: int) -> tuple[Tensor, dict[str, float]]:
+        q, k, gamma = batch_views(batch)
+        emb = self.encode(q, k, gamma)
+        loss, logs = self.objective(self.loss_terms(emb))
+        self.enqueue(emb)
+        return loss, logs
