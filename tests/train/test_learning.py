@@ -4,8 +4,10 @@ On a synth store (``skelprep synth`` + ``skelprep build``; a random-walk store i
 missing) it measures cosine 1-NN top-1 of joint features for raw joints, the random-init encoder
 (``--epochs 0``) and CMD with the tiny config after training, and the view retrieval of the
 test side: how often a sample's augmented view finds its own other view among all test samples
-(what the contrastive task teaches). The tests (slow; reduced under SKELKIT_REDUCED=1) fail when
-training learned nothing. The full check prints the report:
+(what the contrastive task teaches). The tests (slow; reduced under SKELKIT_REDUCED=1: 10
+epochs, about 75 s on one core) fail when training learned nothing: with the learning rate at
+1e-9 (only the BatchNorm statistics move) the reduced run measured class KNN 54.0 -> 52.0 / 50.3 %
+and view retrieval 19.9 -> 25.4 / 27.3 %, below both margins. The full check prints the report:
 
     OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python tests/train/test_learning.py --epochs 25 50
 """
@@ -133,40 +135,51 @@ def learning_check(store: Path, workdir: Path, epochs: list[int], seed: int = 0,
     return report
 
 
-EPOCHS = [3, 6] if REDUCED else [10, 20]
-CLASSES = 10 if REDUCED else 20
+# Both versions use the default ntu60 synth store (20 classes, 600 xsub-train samples): on the
+# 10-class store (300 samples) the reduced run is too short for class KNN to move.
+CLASSES = 20
+EPOCHS = [5, 10] if REDUCED else [25, 50]
+# Measured with the tiny config (class KNN top-1 / view retrieval of the test side):
+#   reduced, seed 0: random init 54.2 / 21.5, epoch 5 58.7 / 40.1, epoch 10 55.5 / 47.8 (%)
+#   reduced, seed 1: random init 53.2 / 19.5, epoch 5 60.4 / 41.3, epoch 10 56.4 / 47.7
+#   full,    seed 0: raw joints 62.2, random init 54.0 / 19.9, epoch 25 59.0 / 65.6,
+#                    epoch 50 60.2 / 69.1
+# The margins below leave about half the measured gain as headroom for seeds and BLAS.
+VIEW_MARGIN = 0.15 if REDUCED else 0.30
+KNN_MARGIN = 0.015 if REDUCED else 0.03
 
 
 @pytest.fixture(scope="module")
 def learning_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, float]:
     torch.set_num_threads(1)
     workdir = tmp_path_factory.mktemp("learning")
-    store = build_synth_store(workdir, classes=CLASSES)
+    store = build_synth_store(workdir)
     report = learning_check(store, workdir, EPOCHS)
     print("learning check:", {k: round(v, 4) for k, v in report.items()})
     return report
 
 
-MEASURED = ("measured on the default ntu60 synth store (20 classes, 600 xsub-train samples): "
-            "CMD tiny neither raises class KNN above random init (about 15 %, raw joints 62 %) "
-            "nor view retrieval within 50 CPU epochs; see the H5 report of issue 3")
-
-
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=MEASURED)
 def test_pretraining_learns_its_invariances(learning_report: dict[str, float]) -> None:
     """The contrastive task itself: trained features match two augmented views of unseen
-    samples clearly more often than the random initialisation does."""
+    samples clearly more often than the random initialisation does, more so with epochs."""
     r = learning_report
-    assert r["raw"] > 1.0 / CLASSES  # the store carries class information at all
-    assert r[f"cmd_{EPOCHS[-1]}_views"] > r["random_init_views"] + 0.05, r
+    assert r["raw"] > 2.0 / CLASSES  # the store carries class information at all
+    first, last = (r[f"cmd_{e}_views"] for e in EPOCHS)
+    assert last > r["random_init_views"] + VIEW_MARGIN, r
+    assert last > first, r
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=MEASURED)
 def test_pretraining_beats_random_init_on_class_knn(learning_report: dict[str, float]) -> None:
+    """Class KNN of the joint embeddings: every trained checkpoint above the random-init
+    encoder, on average by KNN_MARGIN (untrained, the checkpoints scatter around it)."""
     r = learning_report
-    assert r[f"cmd_{EPOCHS[-1]}"] > r["random_init"] + 0.05, r
+    trained = [r[f"cmd_{e}"] for e in EPOCHS]
+    assert min(trained) > r["random_init"], r
+    assert sum(trained) / len(trained) > r["random_init"] + KNN_MARGIN, r
+    if not REDUCED:  # the full check: the gain grows with epochs
+        assert trained[-1] >= trained[0], r
 
 
 def main() -> None:
