@@ -124,7 +124,8 @@ class Method(nn.Module):
         raise NotImplementedError
 
     def branch(self, modality: str) -> MoCoBranch:
-        raise NotImplementedError
+        self._check_modality(modality)
+        return self.branches[modality]  # type: ignore[return-value]
 
     def encoder(self, modality: str) -> nn.Module:
         """The query encoder of ``modality`` (with ``.out_dim``), e.g. for fine-tuning."""
@@ -142,6 +143,14 @@ class Method(nn.Module):
         if modality not in self.modalities:
             raise ValueError(f"{self.name} trains {', '.join(self.modalities)}; "
                              f"no {modality!r} encoder")
+
+    def _build_branches(self, modalities: tuple[str, ...]) -> None:
+        """One MoCo branch (query/key encoder, head, queue) per modality, from the config."""
+        cfg: Any = self.cfg
+        self.modalities = tuple(modalities)
+        self.branches = nn.ModuleDict({m: self._make_branch(
+            cfg.encoder, cfg.encoder_args, cfg.feature_dim, cfg.queue_size, cfg.momentum, cfg.mlp)
+            for m in self.modalities})
 
     def _make_branch(self, encoder: str, encoder_args: dict[str, Any], feature_dim: int,
                      queue_size: int, momentum: float, mlp: bool) -> MoCoBranch:

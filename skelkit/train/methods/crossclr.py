@@ -15,13 +15,12 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from skelkit.store.layout import Layout
 from skelkit.train.losses import info_nce
 from skelkit.train.losses_crossview import cross_view_mining
 from skelkit.train.methods.base import Method, MethodConfig, batch_views, check_moco_settings
-from skelkit.train.moco import MoCoBranch
 from skelkit.train.modalities import MODALITY_NAMES, derive
 
 
@@ -73,14 +72,7 @@ class CrosSCLR(Method):
 
     def __init__(self, cfg: CrosSCLRConfig, layout: Layout, num_bodies: int = 2) -> None:
         super().__init__(cfg, layout, num_bodies)
-        self.modalities = tuple(cfg.modalities)
-        self.branches = nn.ModuleDict({m: self._make_branch(
-            cfg.encoder, cfg.encoder_args, cfg.feature_dim, cfg.queue_size, cfg.momentum, cfg.mlp)
-            for m in self.modalities})
-
-    def branch(self, modality: str) -> MoCoBranch:
-        self._check_modality(modality)
-        return self.branches[modality]  # type: ignore[return-value]
+        self._build_branches(tuple(cfg.modalities))
 
     def derive_input(self, x: Tensor, gamma: Tensor | None, modality: str) -> Tensor:
         self._check_modality(modality)

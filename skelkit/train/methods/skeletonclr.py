@@ -6,12 +6,11 @@ import dataclasses
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from skelkit.store.layout import Layout
 from skelkit.train.losses import info_nce
 from skelkit.train.methods.base import Method, MethodConfig, batch_views, check_moco_settings
-from skelkit.train.moco import MoCoBranch
 from skelkit.train.modalities import MODALITY_NAMES, derive
 
 
@@ -40,14 +39,7 @@ class SkeletonCLR(Method):
 
     def __init__(self, cfg: SkeletonCLRConfig, layout: Layout, num_bodies: int = 2) -> None:
         super().__init__(cfg, layout, num_bodies)
-        self.modalities = (cfg.modality,)
-        self.branches = nn.ModuleDict({cfg.modality: self._make_branch(
-            cfg.encoder, cfg.encoder_args, cfg.feature_dim, cfg.queue_size, cfg.momentum,
-            cfg.mlp)})
-
-    def branch(self, modality: str) -> MoCoBranch:
-        self._check_modality(modality)
-        return self.branches[modality]  # type: ignore[return-value]
+        self._build_branches((cfg.modality,))
 
     def derive_input(self, x: Tensor, gamma: Tensor | None, modality: str) -> Tensor:
         self._check_modality(modality)
