@@ -124,6 +124,9 @@ class RunResults:
             plain = [r for r in matching if r.get("k") == 1 and not r.get("weighted")]
             matching = plain or matching
         if kind == "finetune":
+            # The run's own fine-tune: a --scratch baseline or a transfer to another store,
+            # recorded in the same run dir, is not this run's score.
+            matching = [r for r in matching if not r.get("scratch") and not r.get("transfer")]
             full = [r for r in matching if float(r.get("label_fraction", 1.0)) == 1.0]
             matching = full or matching
         return matching[-1] if matching else None

@@ -113,6 +113,19 @@ def test_report_prefers_plain_k1_knn_and_latest_record(tmp_path, make_run):
     assert [cell.strip() for cell in row[6:9]] == ["60.0", "70.0", "-"]
 
 
+def test_report_finetune_column_ignores_scratch_and_transfer_records(tmp_path, make_run):
+    run = make_run(tmp_path, "r", seed=0)
+    records = [
+        {"kind": "finetune", "top1": 0.4, "modality": "joint", "label_fraction": 1.0},
+        {"kind": "finetune", "top1": 0.9, "modality": "joint", "label_fraction": 1.0, "scratch": True},
+        {"kind": "finetune", "top1": 0.8, "modality": "joint", "label_fraction": 1.0, "transfer": True},
+    ]
+    (run / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    outcome = CliRunner().invoke(main, ["report", str(run)])
+    row = outcome.stdout.strip().splitlines()[2].split("|")
+    assert row[8].strip() == "40.0"
+
+
 def test_mean_std_and_format():
     assert mean_std([0.5]) == (0.5, 0.0)
     assert mean_std([0.5, 0.7]) == pytest.approx((0.6, 0.1414213562))
