@@ -39,6 +39,7 @@ class DataConfig:
 @dataclass
 class OptimConfig:
     name: str = "sgd"
+    """``sgd`` (the papers' optimiser) or ``adamw`` (``momentum`` is then beta_1)."""
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -290,7 +291,7 @@ def validate_sections(data: DataConfig, optim: OptimConfig, schedule: ScheduleCo
         (data.start_method in ("spawn", "forkserver"),
          "data.start_method must be spawn or forkserver (zarr's event loop does not survive fork)"),
         (data.prefetch_factor >= 1, "data.prefetch_factor must be >= 1"),
-        (optim.name == "sgd", "optim.name: only sgd is supported"),
+        (optim.name in ("sgd", "adamw"), "optim.name must be sgd or adamw"),
         (optim.lr > 0, "optim.lr must be > 0"),
         (0 <= optim.momentum < 1, "optim.momentum must be in [0, 1)"),
         (optim.weight_decay >= 0, "optim.weight_decay must be >= 0"),

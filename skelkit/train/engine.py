@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from skelkit.store.reader import Store, StoreError, open_store
 from skelkit.train.checkpoint import checkpoint_name, load_checkpoint, restore_rng_state, save_checkpoint
-from skelkit.train.config import ConfigError, RunConfig, ScheduleConfig, run_config_from_text
+from skelkit.train.config import ConfigError, OptimConfig, RunConfig, ScheduleConfig, run_config_from_text
 from skelkit.train.data import SkeletonDataset, build_augment, make_loader
 from skelkit.train.distributed import (
     DistContext,
@@ -240,8 +240,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
     torch.manual_seed(cfg.engine.seed)  # identical initial weights on every rank
     method = build_method(cfg, store).to(device)
     params = [p for p in method.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                                weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov)
+    optimizer = build_optimizer(params, cfg.optim)
     schedule = EpochSchedule(cfg.optim.lr, cfg.schedule, cfg.engine.epochs)
     use_amp = cfg.engine.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -340,6 +339,15 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
     finally:
         files.close()
     return TrainResult(run_dir, end_epoch, last_path, history, method)
+
+
+def build_optimizer(params: Any, optim: OptimConfig) -> torch.optim.Optimizer:
+    """SGD as in the papers, or AdamW (momentum as beta_1) for small Transformers on CPU."""
+    if optim.name == "adamw":
+        return torch.optim.AdamW(params, lr=optim.lr, betas=(optim.momentum, 0.999),
+                                 weight_decay=optim.weight_decay)
+    return torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum,
+                           weight_decay=optim.weight_decay, nesterov=optim.nesterov)
 
 
 def _train_epoch(step_module: nn.Module, loader: Any, optimizer: torch.optim.Optimizer,

@@ -106,6 +106,7 @@ def test_base_chain_of_a_user_file(tmp_path: Path) -> None:
     (["engine.epochs=three"], "engine.epochs: expected an integer"),
     (["optim.lr=-1"], "optim.lr must be > 0"),
     (["schedule.kind=linear"], "schedule.kind must be step or cosine"),
+    (["optim.name=adam"], "optim.name must be sgd or adamw"),
     (["schedule.milestones=[5, 2]"], "increasing"),
     (["data.start_method=fork"], "spawn or forkserver"),
     (["training.x=1"], "unknown section(s) training"),

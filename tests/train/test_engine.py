@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from skelkit.train.checkpoint import load_checkpoint
-from skelkit.train.config import ScheduleConfig, resolve_run_config
+from skelkit.train.config import OptimConfig, ScheduleConfig, resolve_run_config
 from skelkit.train.data import write_random_walk_store
 from skelkit.train.embed import knn_top1
-from skelkit.train.engine import EpochSchedule, NonFiniteLossError, method_class, train
+from skelkit.train.engine import EpochSchedule, NonFiniteLossError, build_optimizer, method_class, train
 from skelkit.train.methods import METHODS
 from skelkit.train.methods.base import Method, MethodConfig
 
@@ -165,6 +165,16 @@ def test_knn_top1_matches_a_direct_count() -> None:
     expected = float(np.mean(train_y[sims.argmax(1)] == test_y))
     assert knn_top1(train_x, train_y, test_x, test_y, chunk=7) == pytest.approx(expected)
     assert knn_top1(train_x, train_y, train_x * 3.0, train_y) == 1.0  # scale-free
+
+
+def test_optimizer_choice() -> None:
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    sgd = build_optimizer(params, OptimConfig(lr=0.1, momentum=0.8, weight_decay=1e-4))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.8
+    adamw = build_optimizer(params, OptimConfig(name="adamw", lr=1e-3, momentum=0.85,
+                                                weight_decay=0.05))
+    assert isinstance(adamw, torch.optim.AdamW)
+    assert adamw.defaults["betas"] == (0.85, 0.999) and adamw.defaults["weight_decay"] == 0.05
 
 
 def test_schedules() -> None:

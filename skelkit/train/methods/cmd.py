@@ -75,6 +75,19 @@ class CMDConfig(MethodConfig):
             raise ValueError(f"bone_tree: 'cmd' or 'layout', got {self.bone_tree!r}")
 
 
+def cross_modal_distillation_terms(
+    keys: dict[str, Tensor], queries: dict[str, Tensor], banks: dict[str, Tensor], cfg: CMDConfig,
+) -> dict[str, Tensor]:
+    """``md/a->b``: neighbour distillation teacher a -> student b for every ordered pair of
+    modalities; both directions of a pair make I²MD Eq. 4, their sum Eq. 5 (L_CMD)."""
+    return {
+        f"md/{teacher}->{student}": neighbour_distillation(
+            keys[teacher], banks[teacher], queries[student], banks[student], cfg.topk,
+            cfg.teacher_temperature, cfg.student_temperature)
+        for teacher, student in itertools.permutations(keys, 2)
+    }
+
+
 class CMD(Method):
     name: ClassVar[str] = "cmd"
     Config: ClassVar[type[MethodConfig]] = CMDConfig
@@ -114,13 +127,9 @@ class CMD(Method):
             term = info_nce(z_q[m], z_k[m], bank[m], cfg.temperature)
             scl = scl + term
             logs[f"scl/{m}"] = float(term.detach())
-        distill = scl.new_zeros(())
-        for teacher, student in itertools.permutations(self.modalities, 2):  # I²MD Eq. 4-5
-            term = neighbour_distillation(z_k[teacher], bank[teacher], z_q[student],
-                                          bank[student], cfg.topk, cfg.teacher_temperature,
-                                          cfg.student_temperature)
-            distill = distill + term
-            logs[f"md/{teacher}->{student}"] = float(term.detach())
+        md_terms = cross_modal_distillation_terms(z_k, z_q, bank, cfg)  # I²MD Eq. 4-5
+        distill = sum(md_terms.values(), scl.new_zeros(()))
+        logs.update({name: float(t.detach()) for name, t in md_terms.items()})
         loss = scl + cfg.cmd_weight * distill
         for m in self.modalities:
             self.branch(m).queue.enqueue(z_k[m])

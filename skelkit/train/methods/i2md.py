@@ -20,7 +20,6 @@ with neighbours), which is the weight-sharing branch without a second GCN pass.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -30,9 +29,9 @@ from torch import Tensor, nn
 
 from skelkit.store.layout import Layout
 from skelkit.train.encoders.gcn_transformer import GCNTransformer
-from skelkit.train.losses import info_nce, mutual_distillation, neighbour_distillation
+from skelkit.train.losses import info_nce, mutual_distillation
 from skelkit.train.methods.base import MethodConfig, batch_views
-from skelkit.train.methods.cmd import CMD, CMDConfig
+from skelkit.train.methods.cmd import CMD, CMDConfig, cross_modal_distillation_terms
 from skelkit.train.moco import FeatureQueue, MoCoBranch
 from skelkit.train.neighbours import retrieve_hidden
 
@@ -153,12 +152,10 @@ class I2MD(CMD):
                     terms[f"imd/{m}"] = mutual_distillation(
                         e.z_k, e.z_q, e.bank, e.z_k_star, e.z_q_star, e.cluster_bank,
                         cfg.topk, cfg.teacher_temperature, cfg.student_temperature)
-        if cfg.cmd:
-            for teacher, student in itertools.permutations(self.modalities, 2):  # Eq. 4-5
-                a, b = emb[teacher], emb[student]
-                terms[f"md/{teacher}->{student}"] = neighbour_distillation(
-                    a.z_k, a.bank, b.z_q, b.bank, cfg.topk, cfg.teacher_temperature,
-                    cfg.student_temperature)
+        if cfg.cmd:  # I²MD Eq. 4-5 between the modalities' instance branches
+            terms.update(cross_modal_distillation_terms(
+                {m: e.z_k for m, e in emb.items()}, {m: e.z_q for m, e in emb.items()},
+                {m: e.bank for m, e in emb.items()}, cfg))
         return terms
 
     def objective(self, terms: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:

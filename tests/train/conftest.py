@@ -1,0 +1,16 @@
+"""Fixtures shared by the training tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.train.learning import build_synth_store
+
+
+@pytest.fixture(scope="session")
+def synth_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default ntu60 synth set (20 classes, 600 xsub-train samples) as a store, built once
+    for every learning check of the session."""
+    return build_synth_store(tmp_path_factory.mktemp("synth-store"))

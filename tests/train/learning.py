@@ -1,0 +1,119 @@
+"""Shared machinery of the learning checks: does pre-training learn more than a random encoder?
+
+On a synth store (``skelprep synth`` + ``skelprep build``; a random-walk store if skelprep is
+missing) a check trains one method with one packaged config for ``max(epochs)`` epochs (one
+schedule) and measures, from the checkpoints at each epoch in ``epochs``:
+
+- class KNN: cosine 1-NN top-1 of the pooled joint features, test side against train side;
+- view retrieval: how often a test sample's first augmented view is nearest its own second view
+  among the second views of all test samples (what the contrastive task teaches).
+
+Checkpoint 0 is the random initialisation (the engine writes it before the first step), so the
+baseline is the same encoder, same seed, untrained.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from skelkit.store.embeddings import read_embeddings
+from skelkit.store.reader import open_store
+from skelkit.train.checkpoint import checkpoint_name, load_checkpoint
+from skelkit.train.config import resolve_run_config
+from skelkit.train.data import SkeletonDataset, build_augment, write_random_walk_store
+from skelkit.train.embed import export_embeddings, knn_top1
+from skelkit.train.engine import build_method, load_run_config, method_class, train
+
+PROTOCOL = "xsub"
+
+
+def build_synth_store(folder: Path, classes: int | None = None,
+                      performers: int | None = None) -> Path:
+    """The ntu60 synth set built into a store with skelprep (random-walk store without it)."""
+    raw, store = folder / "raw", folder / "synth.zarr"
+    try:
+        from click.testing import CliRunner
+
+        from skelkit.prep.cli import main as skelprep
+    except ImportError:
+        return write_random_walk_store(store, classes=classes or 20, per_class=60)
+    runner = CliRunner()
+    sizes = [*(["--classes", str(classes)] if classes else []),
+             *(["--performers", str(performers)] if performers else [])]
+    for args in (["synth", "--dataset", "ntu60", "--out", str(raw), *sizes],
+                 ["build", "--dataset", "ntu60", "--raw", str(raw), "--out", str(store),
+                  "--workers", "1"]):
+        result = runner.invoke(skelprep, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    return store
+
+
+def raw_knn(store: Path, window: int = 64) -> float:
+    """1-NN on the un-augmented 64-frame joint views themselves (flattened)."""
+    feats = {}
+    for side in ("train", "test"):
+        ds = SkeletonDataset(store, PROTOCOL, side, kind="sequence", mode="embed", window=window)
+        items = ds.__getitems__(list(range(len(ds))))
+        feats[side] = (np.stack([it["x"].ravel() for it in items]), ds.meta.labels)
+    return knn_top1(*feats["train"], *feats["test"])
+
+
+def checkpoint_knn(run_dir: Path, checkpoint: str, out: Path, modality: str = "joint") -> float:
+    export_embeddings(run_dir, out, checkpoint=checkpoint, modality=modality, num_workers=0,
+                      progress=False)
+    groups, _ = read_embeddings(out)
+    tr, te = groups["train"], groups["test"]
+    return knn_top1(tr.embedding, tr.label, te.embedding, te.label)
+
+
+@torch.no_grad()
+def view_retrieval(run_dir: Path, checkpoint: str, seed: int = 123,
+                   modality: str = "joint") -> float:
+    """Top-1 rate at which a test sample's first augmented view is nearest (cosine, pooled
+    encoder features) to its own second view among the second views of all test samples."""
+    cfg = load_run_config(run_dir)
+    method = build_method(cfg, open_store(cfg.data.store))
+    method.load_state_dict(load_checkpoint(run_dir / "checkpoints" / checkpoint)["model"])
+    method.eval()
+    ds = SkeletonDataset(cfg.data.store, PROTOCOL, "test", kind=method.input_kind, mode="train",
+                         augment=build_augment(cfg.data.augment), window=cfg.data.window,
+                         seed=seed)
+    items = ds.__getitems__([(i, 0) for i in range(len(ds))])
+    gamma = torch.tensor(np.array([it["gamma"] for it in items]))
+    views = [torch.from_numpy(np.stack([it[v] for it in items])) for v in ("q", "k")]
+    a, b = (torch.nn.functional.normalize(method.embed(x, gamma, modality), dim=1)
+            for x in views)
+    return float(((a @ b.T).argmax(1) == torch.arange(len(items))).float().mean())
+
+
+def pretrain(method: str, store: Path, run_dir: Path, epochs: int, seed: int = 0,
+             overrides: tuple[str, ...] = (), config: str = "tiny") -> None:
+    cfg = resolve_run_config(method, method_class(method), config,
+                             ["engine.knn_every=0", "engine.threads=1", *overrides],
+                             {"data.store": str(store), "data.protocol": PROTOCOL,
+                              "engine.epochs": epochs, "engine.device": "cpu",
+                              "engine.seed": seed})
+    train(cfg, run_dir, progress=False)
+
+
+def learning_check(method: str, store: Path, workdir: Path, epochs: list[int], seed: int = 0,
+                   overrides: tuple[str, ...] = (), config: str = "tiny",
+                   views: bool = True) -> dict[str, float]:
+    """``random_init`` and ``{method}_{e}`` class KNN (and ``..._views`` view retrieval when
+    ``views``) for one run of ``max(epochs)`` epochs, read from its checkpoints."""
+    run = workdir / method
+    every = int(np.gcd.reduce(epochs))
+    pretrain(method, store, run, max(epochs), seed,
+             (f"engine.checkpoint_every={every}", *overrides), config)
+    report = {"random_init": checkpoint_knn(run, checkpoint_name(0), workdir / f"{method}-0.h5")}
+    if views:
+        report["random_init_views"] = view_retrieval(run, checkpoint_name(0))
+    for e in epochs:
+        report[f"{method}_{e}"] = checkpoint_knn(run, checkpoint_name(e),
+                                                 workdir / f"{method}-{e}.h5")
+        if views:
+            report[f"{method}_{e}_views"] = view_retrieval(run, checkpoint_name(e))
+    return report
