@@ -187,6 +187,10 @@ def load_config_tree(path: Path, method: str, _seen: tuple[Path, ...] = ()) -> d
 
 def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
+    if "encoder" in top and top["encoder"] != out.get("encoder"):
+        # encoder_args belong to the encoder they were written for: a config that switches
+        # encoder starts from the new encoder's own defaults.
+        out.pop("encoder_args", None)
     for key, value in top.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = deep_merge(out[key], value)

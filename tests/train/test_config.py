@@ -122,6 +122,18 @@ def test_validation_errors_name_the_key(overrides: list[str], message: str) -> N
     assert "\n" not in str(err.value)
 
 
+def test_switching_encoder_in_a_derived_config_drops_the_base_encoder_args(tmp_path: Path) -> None:
+    path = tmp_path / "gru.yaml"
+    path.write_text("base: crossclr/tiny\nmodel:\n  encoder: bigru\n"
+                    "  encoder_args: {hidden_size: 32}\n")
+    cfg = resolve("crossclr", str(path))
+    assert cfg.model.encoder == "bigru"
+    assert cfg.model.encoder_args == {"hidden_size": 32}  # no ST-GCN channel_multiplier
+    same = tmp_path / "stgcn.yaml"
+    same.write_text("base: crossclr/tiny\nmodel:\n  encoder_args: {hidden_dim: 32}\n")
+    assert resolve("crossclr", str(same)).model.encoder_args["channel_multiplier"] == 0.0625
+
+
 def test_unknown_config_name_and_method_mismatch(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown config 'nope' for method cmd"):
         resolve("cmd", "nope")

@@ -1,0 +1,91 @@
+"""Learning checks of CrosSCLR, IKEM and the IKEM student (issue 7).
+
+Same measurements as the CMD check (``tests/train/learning.py``): class KNN of the joint stream
+and view retrieval on the test side, from the checkpoints of one run per method; checkpoint 0 is
+that method's random initialisation. The student distils from the IKEM run of this module.
+Stage two (cross-view mining, the implicit exchange) starts halfway through each run, so both
+stages are trained. Slow; reduced under SKELKIT_REDUCED=1. The full check prints the report:
+
+    OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python tests/train/test_learning_crossview.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.train.learning import build_synth_store, learning_check  # noqa: E402
+
+REDUCED = os.environ.get("SKELKIT_REDUCED") == "1"
+EPOCHS = [2, 4] if REDUCED else [10, 20]
+# Measured with the tiny configs on the default ntu60 synth store: see the closing note of
+# issue 7 and README; the margins keep about half the measured gain.
+KNN_MARGIN = 0.08 if REDUCED else 0.15
+VIEW_MARGIN = 0.05 if REDUCED else 0.10
+
+
+def run_checks(store: Path, workdir: Path, epochs: list[int]) -> dict[str, dict[str, float]]:
+    stage_two = [f"model.cross_view_epoch={max(epochs) // 2}"]
+    reports = {m: learning_check(m, store, workdir, epochs, overrides=tuple(stage_two))
+               for m in ("crossclr", "ikem")}
+    teacher = workdir / "ikem"
+    reports["ikem-student"] = learning_check("ikem-student", store, workdir, epochs,
+                                             overrides=(f"model.teacher={teacher}",))
+    return reports
+
+
+@pytest.fixture(scope="module")
+def reports(synth_store: Path, tmp_path_factory: pytest.TempPathFactory
+            ) -> dict[str, dict[str, float]]:
+    torch.set_num_threads(1)
+    result = run_checks(synth_store, tmp_path_factory.mktemp("learning-crossview"), EPOCHS)
+    for method, report in result.items():
+        print(f"{method} learning check:", {k: round(v, 4) for k, v in report.items()})
+    return result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["crossclr", "ikem", "ikem-student"])
+def test_learns_its_invariances(reports: dict[str, dict[str, float]], method: str) -> None:
+    r = reports[method]
+    assert r[f"{method}_{EPOCHS[-1]}_views"] > r["random_init_views"] + VIEW_MARGIN, r
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["crossclr", "ikem", "ikem-student"])
+def test_beats_random_init_on_class_knn(reports: dict[str, dict[str, float]],
+                                        method: str) -> None:
+    r = reports[method]
+    trained = [r[f"{method}_{e}"] for e in EPOCHS]
+    assert min(trained) > r["random_init"], r
+    assert trained[-1] > r["random_init"] + KNN_MARGIN, r
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Full CrosSCLR/IKEM/student learning check.")
+    parser.add_argument("--epochs", type=int, nargs="+", default=[10, 20])
+    parser.add_argument("--store", type=Path, default=None, help="Existing synth store.")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = args.store or build_synth_store(Path(tmp))
+        t0 = time.perf_counter()
+        result = run_checks(store, Path(tmp), sorted(args.epochs))
+        print(f"learning checks on {store} ({time.perf_counter() - t0:.0f} s):")
+        for method, report in result.items():
+            for key, value in report.items():
+                print(f"  {method:>12} {key:>24}: {100 * value:.1f} %")
+
+
+if __name__ == "__main__":
+    main()
