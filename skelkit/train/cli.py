@@ -119,14 +119,18 @@ def run_command(method: str, store: str | None, protocol: str | None, config: st
 @click.option("--checkpoint", type=str, default=None,
               help="Checkpoint file (default: the run's checkpoints/last.pt).")
 @click.option("--modality", type=str, default="joint", show_default=True,
-              help="A trained modality, or `all` for the mean of the trained streams.")
+              help="A trained modality, or `all` for every trained stream (see --combine).")
+@click.option("--combine", type=click.Choice(["mean", "concat"]), default="mean",
+              show_default=True, help="With --modality all: average the streams (the papers' "
+              "ensembles) or concatenate them.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output .h5 file.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--workers", type=int, default=None)
 @click.option("--no-progress", is_flag=True)
-def embed_command(run_dir: Path, checkpoint: str | None, modality: str, out: Path, device: str,
-                  batch_size: int | None, workers: int | None, no_progress: bool) -> None:
+def embed_command(run_dir: Path, checkpoint: str | None, modality: str, combine: str, out: Path,
+                  device: str, batch_size: int | None, workers: int | None,
+                  no_progress: bool) -> None:
     """Write frozen train/test embeddings of a run (DESIGN.md §4 HDF5)."""
     from skelkit.train.embed import export_embeddings
     from skelkit.train.engine import TrainInputError
@@ -134,7 +138,7 @@ def embed_command(run_dir: Path, checkpoint: str | None, modality: str, out: Pat
     try:
         summary = export_embeddings(run_dir, out, checkpoint=checkpoint, modality=modality,
                                     device=device, batch_size=batch_size, num_workers=workers,
-                                    progress=not no_progress)
+                                    progress=not no_progress, combine=combine)
     except (TrainInputError, ConfigError, StoreError, CheckpointError, EmbeddingFileError,
             ValueError) as exc:
         _fail(str(exc))

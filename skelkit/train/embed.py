@@ -16,6 +16,7 @@ from skelkit.train.checkpoint import load_checkpoint
 from skelkit.train.data import SkeletonDataset, make_loader
 
 ALL_MODALITIES = "all"
+COMBINE = ("mean", "concat")
 
 
 def embed_modalities(method: Any, modality: str) -> tuple[str, ...]:
@@ -31,11 +32,16 @@ def embed_modalities(method: Any, modality: str) -> tuple[str, ...]:
 
 @torch.no_grad()
 def compute_embeddings(method: Any, loader: Any, modality: str, device: torch.device, *,
-                       progress: bool = False, desc: str = "embed") -> tuple[np.ndarray, np.ndarray]:
+                       progress: bool = False, desc: str = "embed",
+                       combine: str = "mean") -> tuple[np.ndarray, np.ndarray]:
     """(N, D) embeddings in loader order and the store rows they belong to.
 
-    ``modality="all"`` averages the embeddings of every trained stream.
+    ``modality="all"`` combines every trained stream: ``mean`` (the papers' multi-stream
+    ensembles average them, D as one stream) or ``concat`` (D times the number of streams,
+    in the order of the method's modalities).
     """
+    if combine not in COMBINE:
+        raise ValueError(f"combine must be one of {', '.join(COMBINE)}, got {combine!r}")
     streams = embed_modalities(method, modality)
     was_training = method.training
     method.eval()
@@ -45,7 +51,8 @@ def compute_embeddings(method: Any, loader: Any, modality: str, device: torch.de
             x = batch["x"].to(device, non_blocking=True)
             gamma = batch["gamma"].to(device, non_blocking=True)
             feats = [method.embed(x, gamma, s).float() for s in streams]
-            chunks.append(torch.stack(feats).mean(0).cpu().numpy())
+            joined = torch.cat(feats, dim=1) if combine == "concat" else torch.stack(feats).mean(0)
+            chunks.append(joined.cpu().numpy())
             rows.append(batch["index"].numpy())
     finally:
         method.train(was_training)
@@ -89,7 +96,8 @@ def resolve_checkpoint(run_dir: Path, checkpoint: str | Path | None) -> Path:
 
 def export_embeddings(run_dir: str | Path, out: str | Path, *, checkpoint: str | Path | None = None,
                       modality: str = "joint", device: str = "auto", batch_size: int | None = None,
-                      num_workers: int | None = None, progress: bool = True) -> dict[str, Any]:
+                      num_workers: int | None = None, progress: bool = True,
+                      combine: str = "mean") -> dict[str, Any]:
     """Encode the train and test sides of the run's protocol and write DESIGN.md §4's HDF5."""
     from skelkit.train.engine import build_method, load_run_config, resolve_device
 
@@ -115,7 +123,7 @@ def export_embeddings(run_dir: str | Path, out: str | Path, *, checkpoint: str |
             window=cfg.data.window, batch_size=bs, num_workers=workers,
             start_method=cfg.data.start_method, pin_memory=dev.type == "cuda")
         emb, rows = compute_embeddings(method, loader, modality, dev, progress=progress,
-                                       desc=f"embed {side}")
+                                       desc=f"embed {side}", combine=combine)
         position = {int(r): i for i, r in enumerate(dataset.meta.indices)}
         order = np.array([position[int(r)] for r in rows], dtype=np.int64)
         groups[side] = EmbeddingGroup(embedding=emb, label=dataset.meta.labels[order],
@@ -125,6 +133,8 @@ def export_embeddings(run_dir: str | Path, out: str | Path, *, checkpoint: str |
         "method": cfg.method,
         "encoder": str(encoder),
         "modality": modality,
+        "streams": ",".join(streams),
+        "combine": combine if len(streams) > 1 else "none",
         "store": str(cfg.data.store),
         "protocol": str(cfg.data.protocol),
         "checkpoint": str(Path(ckpt_path).resolve()),

@@ -99,8 +99,17 @@ def test_embed_writes_the_hdf5_contract(store: Path, tmp_path: Path) -> None:
     streams = [read_embeddings(files[m])[0]["test"].embedding for m in ("joint", "motion", "bone")]
     all_groups, all_attrs = read_embeddings(files["all"])
     np.testing.assert_allclose(all_groups["test"].embedding, np.mean(streams, axis=0), atol=1e-5)
-    assert all_attrs["modality"] == "all"
+    assert all_attrs["modality"] == "all" and all_attrs["combine"] == "mean"
+    assert all_attrs["streams"] == "joint,motion,bone"
     assert not np.allclose(streams[0], streams[1])
+    # --combine concat: the streams side by side, in the method's modality order.
+    code, out = invoke("embed", "--run", run, "--modality", "all", "--combine", "concat",
+                       "--out", tmp_path / "concat.h5", "--workers", "0", "--no-progress")
+    assert code == 0, out
+    concat_groups, concat_attrs = read_embeddings(tmp_path / "concat.h5")
+    np.testing.assert_allclose(concat_groups["test"].embedding,
+                               np.concatenate(streams, axis=1), atol=1e-5)
+    assert concat_attrs["combine"] == "concat"
     # An explicit checkpoint: the random initialisation.
     code, out = invoke("embed", "--run", run, "--checkpoint", "epoch_0000.pt", "--out",
                        tmp_path / "init.h5", "--workers", "0", "--no-progress")
