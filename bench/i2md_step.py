@@ -30,7 +30,8 @@ from skelkit.train.methods.cmd import CMD, CMDConfig
 from skelkit.train.methods.i2md import I2MD, I2MDConfig
 
 SIZES = {
-    "tiny": {"gcn_widths": [8, 8, 8], "dim": 64, "layers": 2, "heads": 4, "ffn_dim": 128},
+    "tiny": {"gcn_widths": [16, 16, 16], "dim": 64, "layers": 2, "heads": 4, "ffn_dim": 128,
+             "temporal_kernel": 5},
     "small": {"gcn_widths": [16, 16, 16], "dim": 128, "layers": 2, "heads": 4, "ffn_dim": 512},
     "paper": {"gcn_widths": [64, 64, 64], "dim": 768, "layers": 6, "heads": 12, "ffn_dim": 3072},
 }
