@@ -3,7 +3,7 @@
 Same measurements as the CMD check (``tests/train/learning.py``): class KNN of the joint
 instance branch (the embedding used for evaluation) and view retrieval on the test side, from
 the checkpoints of one run; checkpoint 0 is the random initialisation. Slow; reduced under
-SKELKIT_REDUCED=1 (10 epochs). The full check prints the report:
+SKELKIT_REDUCED=1 (20 epochs instead of 30). The full check prints the report:
 
     OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python tests/train/test_learning_i2md.py
 """
@@ -26,14 +26,17 @@ sys.path.insert(0, str(ROOT))
 from tests.train.learning import baseline, build_synth_store, learning_check  # noqa: E402
 
 REDUCED = os.environ.get("SKELKIT_REDUCED") == "1"
-EPOCHS = [5, 10] if REDUCED else [15, 30]
+EPOCHS = [10, 20] if REDUCED else [15, 30]
 # Measured with i2md/tiny on the default ntu60 synth store, seed 0, class KNN top-1 / view
-# retrieval of the test side (%):
-#   reduced: random init 43.3 / 17.1, epoch 5 47.8 / 21.4, epoch 10 45.8 / 26.6
-#   full (30-epoch run): random init 43.3, epoch 15 55.2, epoch 30 59.0
-# The margins keep about half the measured gain.
-KNN_MARGIN = 0.015 if REDUCED else 0.06
-VIEW_MARGIN = 0.05 if REDUCED else 0.15
+# retrieval of the test side (%); the baseline is the better of random init 43.3 / 17.1 and its
+# BN-calibrated copy 45.5 / 23.4:
+#   reduced: epoch 10 52.2 / 31.4, epoch 20 55.2 / 35.3
+#   full (30-epoch run): epoch 15 55.2, epoch 30 59.0 (class KNN)
+# A 10-epoch schedule was too short (epoch 5 47.8 / 21.4, epoch 10 45.8 / 26.6), and with the
+# learning rate at 1e-9 it measured 44.8 / 19.2 and 43.6 / 21.7: below these margins, which keep
+# about half the measured gain.
+KNN_MARGIN = 0.04 if REDUCED else 0.06
+VIEW_MARGIN = 0.06
 
 
 @pytest.fixture(scope="module")
