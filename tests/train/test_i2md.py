@@ -292,11 +292,13 @@ def test_packaged_configs_hold_the_published_settings(dataset):
     assert (m.cmd_weight, m.imd, m.imd_distill, m.cmd) == (0.5, True, True, True)
     assert (m.temperature, m.teacher_temperature, m.student_temperature) == (0.07, 0.05, 0.1)
     assert tuple(m.modalities) == ("joint", "motion", "bone")
-    assert (cfg.optim.momentum, cfg.optim.weight_decay) == (0.9, 1e-4)
     if dataset == "tiny":
         assert m.encoder_args["dim"] <= 64 and cfg.engine.epochs <= 50
         assert m.queue_size < 600 and m.neighbours < 64  # scaled to the small synth train set
+        # AdamW: the measured reason is in the config file (SGD did not learn at this size).
+        assert (cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay) == ("adamw", 1e-3, 0.05)
         return
+    assert (cfg.optim.name, cfg.optim.momentum, cfg.optim.weight_decay) == ("sgd", 0.9, 1e-4)
     assert (m.neighbours, m.momentum) == (64, 0.999)
     assert m.encoder_args == {"gcn_widths": [64, 64, 64], "dim": 768, "layers": 6, "heads": 12,
                               "ffn_dim": 3072, "dropout": 0.0}
