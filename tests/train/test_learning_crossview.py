@@ -4,7 +4,7 @@ Same measurements as the CMD check (``tests/train/learning.py``): class KNN of t
 and view retrieval on the test side, from the checkpoints of one run per method; checkpoint 0 is
 that method's random initialisation. The student distils from the IKEM run of this module.
 Stage two (cross-view mining, the implicit exchange) starts halfway through each run, so both
-stages are trained. Slow; reduced under SKELKIT_REDUCED=1. The full check prints the report:
+stages are trained. Slow, and full-size only (see below). The full check prints the report:
 
     OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python tests/train/test_learning_crossview.py
 """
@@ -27,38 +27,39 @@ sys.path.insert(0, str(ROOT))
 from tests.train.learning import baseline, build_synth_store, learning_check  # noqa: E402
 
 REDUCED = os.environ.get("SKELKIT_REDUCED") == "1"
-EPOCHS = [1, 2] if REDUCED else [10, 20]
-# Measured with the tiny configs (ST-GCN 1/16, hidden 32) on the default ntu60 synth store,
-# seed 0, class KNN top-1 / view retrieval of the test side (%). Random init 6.2 / 0.0 (the
-# initial BatchNorm statistics leave the pooled features nearly constant), BN-calibrated 23.1 / 2.0.
-#   reduced:  crossclr 26.6 / 2.8 -> 42.1 / 5.7,  ikem 26.6 / 2.8 -> 38.5 / 6.4,
-#             student 19.1 / 1.0 -> 30.9 / 3.2  (epochs 1 -> 2)
-#   lr 1e-9 (only BN statistics move): crossclr 30.9 / 3.3, ikem 31.3 / 3.5, student 30.1 / 3.5
-#   full (20-epoch runs, stage two from 10): crossclr 39.5 -> 37.5, ikem 39.5 -> 36.1,
-#             student 40.8 at epoch 10 (epochs 10 -> 20)
-# Two epochs are too few for the student to learn more than its BatchNorm statistics (30.9 vs
-# 30.1 % with lr 1e-9), so in the reduced run it is only held to checkpoint 0 (it catches a
-# student that does not train at all); the full run holds it to the calibrated baseline.
-# The margins sit between the lr 1e-9 control and the trained runs, so the control fails them.
-KNN_MARGIN = 0.11 if REDUCED else 0.10
+EPOCHS = [10, 20]
+# Measured with the tiny configs (ST-GCN 1/16, hidden 32), seed 0, class KNN top-1 of the joint
+# stream (%). Random init 7.9 (the initial BatchNorm statistics leave the pooled features nearly
+# constant), BN-calibrated 22.0, on the default synth store that the tests build.
+#   2-epoch runs:                  crossclr 35.2, ikem 34.7, student 29.7
+#   2-epoch runs with lr 1e-9:     crossclr 34.2, ikem 33.4, student 33.2 (only BN statistics move)
+# so two epochs cannot tell learning from the BatchNorm statistics settling, and a CI-sized run
+# that could is not affordable (an ST-GCN epoch costs 25-45 s here). This check therefore runs
+# at full size only (SKELKIT_REDUCED=0; about 30 minutes on 2 cores) and is not yet a
+# passing-by-measurement check on this store: on an older synth store (1198 samples) the 20-epoch
+# runs (stage two from 10) measured crossclr 39.5 -> 37.5, ikem 39.5 -> 36.1 and the student
+# 40.8 -> 40.6 (epochs 10 -> 20) against a BN-calibrated 23.1 and a 2-epoch lr 1e-9 control of
+# 30-31. Issue 7 stays open on this point.
+KNN_MARGIN = 0.10
 VIEW_MARGIN = 0.02
+pytestmark = pytest.mark.skipif(
+    REDUCED, reason="a 2-epoch run cannot separate learning from BatchNorm statistics (issue 7)")
 
 
 def reference(report: dict[str, float], method: str, views: bool = False) -> float:
     """The untrained score a method must beat (see the measurements above)."""
-    if REDUCED and method == "ikem-student":
-        return report["random_init_views" if views else "random_init"]
     return baseline(report, views)
 
 
-def run_checks(store: Path, workdir: Path, epochs: list[int],
-               overrides: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
+def run_checks(store: Path, workdir: Path, epochs: list[int], overrides: tuple[str, ...] = (),
+               views: bool = True) -> dict[str, dict[str, float]]:
     stage_two = (f"model.cross_view_epoch={max(epochs) // 2}", *overrides)
-    reports = {m: learning_check(m, store, workdir, epochs, overrides=stage_two)
+    reports = {m: learning_check(m, store, workdir, epochs, overrides=stage_two, views=views)
                for m in ("crossclr", "ikem")}
     teacher = workdir / "ikem"
     reports["ikem-student"] = learning_check("ikem-student", store, workdir, epochs,
-                                             overrides=(f"model.teacher={teacher}", *overrides))
+                                             overrides=(f"model.teacher={teacher}", *overrides),
+                                             views=views)
     return reports
 
 
