@@ -4,7 +4,8 @@ Same measurements as the CMD check (``tests/train/learning.py``): class KNN of t
 and view retrieval on the test side, from the checkpoints of one run per method; checkpoint 0 is
 that method's random initialisation. The student distils from the IKEM run of this module.
 Stage two (cross-view mining, the implicit exchange) starts halfway through each run, so both
-stages are trained. Slow, and full-size only (see below). The full check prints the report:
+stages are trained. Slow; reduced under SKELKIT_REDUCED=1 to CrosSCLR alone (see below). The
+full check prints the report:
 
     OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python tests/train/test_learning_crossview.py
 """
@@ -27,23 +28,23 @@ sys.path.insert(0, str(ROOT))
 from tests.train.learning import baseline, build_synth_store, learning_check  # noqa: E402
 
 REDUCED = os.environ.get("SKELKIT_REDUCED") == "1"
-EPOCHS = [10, 20]
+EPOCHS = [5] if REDUCED else [10, 20]
+METHODS = ["crossclr"] if REDUCED else ["crossclr", "ikem", "ikem-student"]
 # Measured with the tiny configs (ST-GCN 1/16, hidden 32), seed 0, class KNN top-1 of the joint
-# stream (%). Random init 7.9 (the initial BatchNorm statistics leave the pooled features nearly
-# constant), BN-calibrated 22.0, on the default synth store that the tests build.
-#   2-epoch runs:                  crossclr 35.2, ikem 34.7, student 29.7
-#   2-epoch runs with lr 1e-9:     crossclr 34.2, ikem 33.4, student 33.2 (only BN statistics move)
-# so two epochs cannot tell learning from the BatchNorm statistics settling, and a CI-sized run
-# that could is not affordable (an ST-GCN epoch costs 25-45 s here). This check therefore runs
-# at full size only (SKELKIT_REDUCED=0; about 30 minutes on 2 cores) and is not yet a
-# passing-by-measurement check on this store: on an older synth store (1198 samples) the 20-epoch
-# runs (stage two from 10) measured crossclr 39.5 -> 37.5, ikem 39.5 -> 36.1 and the student
-# 40.8 -> 40.6 (epochs 10 -> 20) against a BN-calibrated 23.1 and a 2-epoch lr 1e-9 control of
-# 30-31. Issue 7 stays open on this point.
+# stream (%), on the default synth store the tests build. Random init 7.9 (the initial BatchNorm
+# statistics leave the pooled features nearly constant), BN-calibrated 22.0. The control trains
+# with the learning rate at 1e-9, so only the BatchNorm statistics move:
+#   CrosSCLR, 5-epoch run (stage two from 2):  39.6 at epoch 5; control 24.7
+#   CrosSCLR, 20-epoch run (stage two from 10): 42.8 at epoch 5, 42.4 at 10; control 24.7, 23.8
+#   2-epoch runs: crossclr 35.2, ikem 34.7, student 29.7; controls 34.2, 33.4, 33.2
+# Two epochs cannot tell learning from the statistics settling, and five epochs of IKEM (six
+# ST-GCN streams, about 45 s an epoch here) and its student do not fit the CI budget, so the
+# reduced run checks CrosSCLR only; IKEM and the student are checked at full size
+# (SKELKIT_REDUCED=0, about 30 minutes on 2 cores), which is not yet measured on this store
+# (issue 7). On an older synth store (1198 samples) the 20-epoch runs measured crossclr
+# 39.5 -> 37.5, ikem 39.5 -> 36.1, student 40.8 -> 40.6 (epochs 10 -> 20), BN-calibrated 23.1.
 KNN_MARGIN = 0.10
 VIEW_MARGIN = 0.02
-pytestmark = pytest.mark.skipif(
-    REDUCED, reason="a 2-epoch run cannot separate learning from BatchNorm statistics (issue 7)")
 
 
 def reference(report: dict[str, float], method: str, views: bool = False) -> float:
@@ -52,14 +53,15 @@ def reference(report: dict[str, float], method: str, views: bool = False) -> flo
 
 
 def run_checks(store: Path, workdir: Path, epochs: list[int], overrides: tuple[str, ...] = (),
-               views: bool = True) -> dict[str, dict[str, float]]:
+               views: bool = True, methods: list[str] = METHODS) -> dict[str, dict[str, float]]:
     stage_two = (f"model.cross_view_epoch={max(epochs) // 2}", *overrides)
     reports = {m: learning_check(m, store, workdir, epochs, overrides=stage_two, views=views)
-               for m in ("crossclr", "ikem")}
-    teacher = workdir / "ikem"
-    reports["ikem-student"] = learning_check("ikem-student", store, workdir, epochs,
-                                             overrides=(f"model.teacher={teacher}", *overrides),
-                                             views=views)
+               for m in ("crossclr", "ikem") if m in methods}
+    if "ikem-student" in methods:
+        teacher = workdir / "ikem"
+        reports["ikem-student"] = learning_check(
+            "ikem-student", store, workdir, epochs,
+            overrides=(f"model.teacher={teacher}", *overrides), views=views)
     return reports
 
 
@@ -67,7 +69,10 @@ def run_checks(store: Path, workdir: Path, epochs: list[int], overrides: tuple[s
 def reports(synth_store: Path, tmp_path_factory: pytest.TempPathFactory
             ) -> dict[str, dict[str, float]]:
     torch.set_num_threads(1)
-    result = run_checks(synth_store, tmp_path_factory.mktemp("learning-crossview"), EPOCHS)
+    # Reduced: no view retrieval (after a few epochs it is at noise level, 2-6 %, and each
+    # measurement encodes the test side twice more with ST-GCN).
+    result = run_checks(synth_store, tmp_path_factory.mktemp("learning-crossview"), EPOCHS,
+                        views=not REDUCED)
     for method, report in result.items():
         print(f"{method} learning check:", {k: round(v, 4) for k, v in report.items()})
     return result
@@ -76,6 +81,8 @@ def reports(synth_store: Path, tmp_path_factory: pytest.TempPathFactory
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["crossclr", "ikem", "ikem-student"])
 def test_learns_its_invariances(reports: dict[str, dict[str, float]], method: str) -> None:
+    if REDUCED:
+        pytest.skip("view retrieval is measured by the full check only")
     r = reports[method]
     assert r[f"{method}_{EPOCHS[-1]}_views"] > reference(r, method, views=True) + VIEW_MARGIN, r
 
@@ -84,6 +91,8 @@ def test_learns_its_invariances(reports: dict[str, dict[str, float]], method: st
 @pytest.mark.parametrize("method", ["crossclr", "ikem", "ikem-student"])
 def test_beats_random_init_on_class_knn(reports: dict[str, dict[str, float]],
                                         method: str) -> None:
+    if method not in METHODS:
+        pytest.skip(f"{method} is checked at full size only (SKELKIT_REDUCED=0): see above")
     r = reports[method]
     trained = [r[f"{method}_{e}"] for e in EPOCHS]
     assert min(trained) > reference(r, method), r
@@ -100,7 +109,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = args.store or build_synth_store(Path(tmp))
         t0 = time.perf_counter()
-        result = run_checks(store, Path(tmp), sorted(args.epochs), tuple(args.overrides))
+        result = run_checks(store, Path(tmp), sorted(args.epochs), tuple(args.overrides),
+                            methods=["crossclr", "ikem", "ikem-student"])
         print(f"learning checks on {store} ({time.perf_counter() - t0:.0f} s):")
         for method, report in result.items():
             for key, value in report.items():
