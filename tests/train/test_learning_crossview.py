@@ -37,12 +37,12 @@ METHODS = ["crossclr"] if REDUCED else ["crossclr", "ikem", "ikem-student"]
 #   CrosSCLR, 5-epoch run (stage two from 2):  39.6 at epoch 5; control 24.7
 #   CrosSCLR, 20-epoch run (stage two from 10): 42.8 at epoch 5, 42.4 at 10; control 24.7, 23.8
 #   2-epoch runs: crossclr 35.2, ikem 34.7, student 29.7; controls 34.2, 33.4, 33.2
+#   IKEM, 10-epoch run (stage two from 5):      42.3 at epoch 5, 43.1 at 10; control 24.7, 23.8
+#   student, 10-epoch run on that IKEM teacher:  36.1 at epoch 5, 40.3 at 10; control 24.7, 23.8
 # Two epochs cannot tell learning from the statistics settling, and five epochs of IKEM (six
-# ST-GCN streams, about 45 s an epoch here) and its student do not fit the CI budget, so the
+# ST-GCN streams, about 45-65 s an epoch here) and its student do not fit the CI budget, so the
 # reduced run checks CrosSCLR only; IKEM and the student are checked at full size
-# (SKELKIT_REDUCED=0, about 30 minutes on 2 cores), which is not yet measured on this store
-# (issue 7). On an older synth store (1198 samples) the 20-epoch runs measured crossclr
-# 39.5 -> 37.5, ikem 39.5 -> 36.1, student 40.8 -> 40.6 (epochs 10 -> 20), BN-calibrated 23.1.
+# (SKELKIT_REDUCED=0, about 30 minutes on 2 cores; issue 7 tracks a CI-sized form).
 KNN_MARGIN = 0.10
 VIEW_MARGIN = 0.02
 
