@@ -18,6 +18,10 @@ re-estimated on the un-augmented training side (a cumulative average over one pa
 
 from __future__ import annotations
 
+import argparse
+import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +163,25 @@ def baseline(report: dict[str, float], views: bool = False) -> float:
     """The untrained encoder's score: the better of checkpoint 0 and its BN-calibrated copy."""
     suffix = "_views" if views else ""
     return max(report[f"random_init{suffix}"], report[f"random_init_bn{suffix}"])
+
+
+Runner = Callable[[Path, Path, list[int], tuple[str, ...]], dict[str, dict[str, float]]]
+
+
+def standalone_check(description: str, default_epochs: list[int], run: Runner) -> None:
+    """Command line of a full learning check: ``--epochs``, ``--store``, ``--set``; prints the
+    report of every method ``run(store, workdir, epochs, overrides)`` returns."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--epochs", type=int, nargs="+", default=default_epochs)
+    parser.add_argument("--store", type=Path, default=None, help="Existing synth store.")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = args.store or build_synth_store(Path(tmp))
+        t0 = time.perf_counter()
+        result = run(store, Path(tmp), sorted(args.epochs), tuple(args.overrides))
+        print(f"{description} on {store} ({time.perf_counter() - t0:.0f} s):")
+        for method, report in result.items():
+            for key, value in report.items():
+                print(f"  {method:>12} {key:>24}: {100 * value:.1f} %")

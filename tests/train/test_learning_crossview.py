@@ -12,11 +12,8 @@ full check prints the report:
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.train.learning import baseline, build_synth_store, learning_check  # noqa: E402
+from tests.train.learning import baseline, learning_check, standalone_check  # noqa: E402
 
 REDUCED = os.environ.get("SKELKIT_REDUCED") == "1"
 EPOCHS = [5] if REDUCED else [10, 20]
@@ -100,21 +97,10 @@ def test_beats_random_init_on_class_knn(reports: dict[str, dict[str, float]],
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Full CrosSCLR/IKEM/student learning check.")
-    parser.add_argument("--epochs", type=int, nargs="+", default=[10, 20])
-    parser.add_argument("--store", type=Path, default=None, help="Existing synth store.")
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        store = args.store or build_synth_store(Path(tmp))
-        t0 = time.perf_counter()
-        result = run_checks(store, Path(tmp), sorted(args.epochs), tuple(args.overrides),
-                            methods=["crossclr", "ikem", "ikem-student"])
-        print(f"learning checks on {store} ({time.perf_counter() - t0:.0f} s):")
-        for method, report in result.items():
-            for key, value in report.items():
-                print(f"  {method:>12} {key:>24}: {100 * value:.1f} %")
+    standalone_check("CrosSCLR/IKEM/student learning checks (issue 7)", [10, 20],
+                     lambda store, workdir, epochs, overrides: run_checks(
+                         store, workdir, epochs, overrides,
+                         methods=["crossclr", "ikem", "ikem-student"]))
 
 
 if __name__ == "__main__":

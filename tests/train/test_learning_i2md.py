@@ -10,11 +10,8 @@ SKELKIT_REDUCED=1 (20 epochs instead of 30). The full check prints the report:
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.train.learning import baseline, build_synth_store, learning_check  # noqa: E402
+from tests.train.learning import baseline, learning_check, standalone_check  # noqa: E402
 
 REDUCED = os.environ.get("SKELKIT_REDUCED") == "1"
 EPOCHS = [10, 20] if REDUCED else [15, 30]
@@ -65,20 +62,10 @@ def test_i2md_beats_random_init_on_class_knn(report: dict[str, float]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Full I²MD learning check (issue 6).")
-    parser.add_argument("--epochs", type=int, nargs="+", default=[15, 30])
-    parser.add_argument("--store", type=Path, default=None, help="Existing synth store.")
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        store = args.store or build_synth_store(Path(tmp))
-        t0 = time.perf_counter()
-        result = learning_check("i2md", store, Path(tmp), sorted(args.epochs),
-                                overrides=tuple(args.overrides))
-        print(f"I²MD learning check on {store} ({time.perf_counter() - t0:.0f} s):")
-        for key, value in result.items():
-            print(f"  {key:>18}: {100 * value:.1f} %")
+    standalone_check("I²MD learning check (issue 6)", [15, 30],
+                     lambda store, workdir, epochs, overrides: {
+                         "i2md": learning_check("i2md", store, workdir, epochs,
+                                                overrides=overrides)})
 
 
 if __name__ == "__main__":
