@@ -19,9 +19,10 @@ re-estimated on the un-augmented training side (a cumulative average over one pa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,20 @@ from skelkit.train.embed import export_embeddings, knn_top1
 from skelkit.train.engine import build_method, load_run_config, method_class, train
 
 PROTOCOL = "xsub"
+THREADS = 2
+"""Torch threads of every check, whatever the machine: CI's two cores, and the thread count
+changes the order of float sums, so a check's numbers are only comparable at one count."""
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Runs the block with ``count`` intra-op threads, then restores the caller's count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def build_synth_store(folder: Path, classes: int | None = None,
@@ -129,7 +144,7 @@ def calibrate_batchnorm(run_dir: Path, checkpoint: str, batch_size: int = 128) -
 def pretrain(method: str, store: Path, run_dir: Path, epochs: int, seed: int = 0,
              overrides: tuple[str, ...] = (), config: str = "tiny") -> None:
     cfg = resolve_run_config(method, method_class(method), config,
-                             ["engine.knn_every=0", "engine.threads=1", *overrides],
+                             ["engine.knn_every=0", f"engine.threads={THREADS}", *overrides],
                              {"data.store": str(store), "data.protocol": PROTOCOL,
                               "engine.epochs": epochs, "engine.device": "cpu",
                               "engine.seed": seed})
@@ -141,6 +156,12 @@ def learning_check(method: str, store: Path, workdir: Path, epochs: list[int], s
                    views: bool = True) -> dict[str, float]:
     """``random_init`` and ``{method}_{e}`` class KNN (and ``..._views`` view retrieval when
     ``views``) for one run of ``max(epochs)`` epochs, read from its checkpoints."""
+    with torch_threads(THREADS):
+        return _learning_check(method, store, workdir, epochs, seed, overrides, config, views)
+
+
+def _learning_check(method: str, store: Path, workdir: Path, epochs: list[int], seed: int,
+                    overrides: tuple[str, ...], config: str, views: bool) -> dict[str, float]:
     run = workdir / method
     every = int(np.gcd.reduce(epochs))
     pretrain(method, store, run, max(epochs), seed,
@@ -176,7 +197,6 @@ def standalone_check(description: str, default_epochs: list[int], run: Runner) -
     parser.add_argument("--store", type=Path, default=None, help="Existing synth store.")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
-    torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         store = args.store or build_synth_store(Path(tmp))
         t0 = time.perf_counter()

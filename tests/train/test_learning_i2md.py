@@ -5,7 +5,7 @@ instance branch (the embedding used for evaluation) and view retrieval on the te
 the checkpoints of one run; checkpoint 0 is the random initialisation. Slow; reduced under
 SKELKIT_REDUCED=1 (20 epochs instead of 30). The full check prints the report:
 
-    OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python tests/train/test_learning_i2md.py
+    PYTHONPATH=. .venv/bin/python tests/train/test_learning_i2md.py
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -39,7 +38,6 @@ VIEW_MARGIN = 0.06
 
 @pytest.fixture(scope="module")
 def report(synth_store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, float]:
-    torch.set_num_threads(1)
     result = learning_check("i2md", synth_store, tmp_path_factory.mktemp("learning-i2md"),
                             EPOCHS)
     print("I²MD learning check:", {k: round(v, 4) for k, v in result.items()})
