@@ -4,10 +4,10 @@ On a synth store (``skelprep synth`` + ``skelprep build``; a random-walk store i
 missing) it measures cosine 1-NN top-1 of joint features for raw joints, the random-init encoder
 (``--epochs 0``) and CMD with the tiny config after training, and the view retrieval of the
 test side: how often a sample's augmented view finds its own other view among all test samples
-(what the contrastive task teaches). The tests (slow; reduced under SKELKIT_REDUCED=1: 10
-epochs, about 75 s on one core) fail when training learned nothing: with the learning rate at
-1e-9 (only the BatchNorm statistics move) the reduced run measured class KNN 54.0 -> 52.0 / 50.3 %
-and view retrieval 19.9 -> 25.4 / 27.3 %, below both margins. The full check prints the report:
+(what the contrastive task teaches). The tests (slow; reduced under SKELKIT_REDUCED=1:
+10 epochs, about a minute on two cores with the store build) fail when training learned
+nothing: with the learning rate at 1e-9 (only the BatchNorm statistics move) the reduced run
+measured class KNN 54.0 -> 52.0 / 50.3 % and view retrieval 19.9 -> 25.4 / 27.3 %, below both margins. The full check prints the report:
 
     PYTHONPATH=. .venv/bin/python tests/train/test_learning.py --epochs 25 50
 """

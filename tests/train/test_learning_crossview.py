@@ -31,7 +31,7 @@ METHODS = ["crossclr", "ikem", "ikem-student"]
 # (the initial BatchNorm statistics leave the pooled features nearly constant), BN-calibrated
 # 22.0. The control trains with the learning rate at 1e-9, so only the BatchNorm statistics move:
 #   5-epoch runs (stage two from 2; the student on that IKEM run), the reduced check:
-#     CrosSCLR CROSSCLR_5, IKEM 41.4, student 38.3; controls CONTROL_5
+#     CrosSCLR 41.6, IKEM 41.4, student 38.3; controls 23.8 (all three)
 #   at batch 64 the student of a 5-epoch IKEM stayed at its control's level (25.2 after 5
 #   epochs, 25.2 after 10), hence batch 32 in the tiny configs.
 KNN_MARGIN = 0.10

@@ -26,7 +26,8 @@ EPOCHS = [10, 20] if REDUCED else [15, 30]
 # Measured with i2md/tiny, seed 0, class KNN top-1 / view retrieval of the test side (%); the
 # baseline is the better of the random init and its BN-calibrated copy:
 #   the default synth store the tests build (1196 samples): baseline 49.5 / 21.1 (random init
-#     47.7 / 19.1); epoch 10 60.4 / 28.9, epoch 20 59.9 / 33.2
+#     47.7 / 19.1); epoch 10 60.4 / 28.9, epoch 20 59.9 / 33.2 with one thread, 60.2 / 29.0
+#     and 59.7 / 32.9 with the two threads the checks now use
 #   an older synth store (1198 samples): baseline 45.5 / 23.4; epoch 10 52.2 / 31.4, epoch 20
 #     55.2 / 35.3; a 30-epoch run 55.2 at epoch 15, 59.0 at epoch 30
 # A 10-epoch schedule was too short (older store: 47.8 / 21.4 at epoch 5, 45.8 / 26.6 at 10), and
