@@ -36,6 +36,9 @@ METHODS = ["crossclr", "ikem", "ikem-student"]
 #   epochs, 25.2 after 10), hence batch 32 in the tiny configs.
 KNN_MARGIN = 0.10
 VIEW_MARGIN = 0.02
+# The full check trains three 20-epoch runs (about 25 minutes on two cores), past the suite's
+# 900 s limit per test, which counts the shared fixture's setup.
+pytestmark = pytest.mark.timeout(900 if REDUCED else 3600)
 
 
 def reference(report: dict[str, float], method: str, views: bool = False) -> float:
