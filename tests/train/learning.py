@@ -157,27 +157,22 @@ def learning_check(method: str, store: Path, workdir: Path, epochs: list[int], s
     """``random_init`` and ``{method}_{e}`` class KNN (and ``..._views`` view retrieval when
     ``views``) for one run of ``max(epochs)`` epochs, read from its checkpoints."""
     with torch_threads(THREADS):
-        return _learning_check(method, store, workdir, epochs, seed, overrides, config, views)
-
-
-def _learning_check(method: str, store: Path, workdir: Path, epochs: list[int], seed: int,
-                    overrides: tuple[str, ...], config: str, views: bool) -> dict[str, float]:
-    run = workdir / method
-    every = int(np.gcd.reduce(epochs))
-    pretrain(method, store, run, max(epochs), seed,
-             (f"engine.checkpoint_every={every}", *overrides), config)
-    calibrated = calibrate_batchnorm(run, checkpoint_name(0))
-    report = {"random_init": checkpoint_knn(run, checkpoint_name(0), workdir / f"{method}-0.h5"),
-              "random_init_bn": checkpoint_knn(run, calibrated, workdir / f"{method}-0bn.h5")}
-    if views:
-        report["random_init_views"] = view_retrieval(run, checkpoint_name(0))
-        report["random_init_bn_views"] = view_retrieval(run, calibrated)
-    for e in epochs:
-        report[f"{method}_{e}"] = checkpoint_knn(run, checkpoint_name(e),
-                                                 workdir / f"{method}-{e}.h5")
+        run = workdir / method
+        every = int(np.gcd.reduce(epochs))
+        pretrain(method, store, run, max(epochs), seed,
+                 (f"engine.checkpoint_every={every}", *overrides), config)
+        calibrated = calibrate_batchnorm(run, checkpoint_name(0))
+        report = {"random_init": checkpoint_knn(run, checkpoint_name(0), workdir / f"{method}-0.h5"),
+                  "random_init_bn": checkpoint_knn(run, calibrated, workdir / f"{method}-0bn.h5")}
         if views:
-            report[f"{method}_{e}_views"] = view_retrieval(run, checkpoint_name(e))
-    return report
+            report["random_init_views"] = view_retrieval(run, checkpoint_name(0))
+            report["random_init_bn_views"] = view_retrieval(run, calibrated)
+        for e in epochs:
+            report[f"{method}_{e}"] = checkpoint_knn(run, checkpoint_name(e),
+                                                     workdir / f"{method}-{e}.h5")
+            if views:
+                report[f"{method}_{e}_views"] = view_retrieval(run, checkpoint_name(e))
+        return report
 
 
 def baseline(report: dict[str, float], views: bool = False) -> float:

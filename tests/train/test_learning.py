@@ -7,7 +7,8 @@ test side: how often a sample's augmented view finds its own other view among al
 (what the contrastive task teaches). The tests (slow; reduced under SKELKIT_REDUCED=1:
 10 epochs, about a minute on two cores with the store build) fail when training learned
 nothing: with the learning rate at 1e-9 (only the BatchNorm statistics move) the reduced run
-measured class KNN 54.0 -> 52.0 / 50.3 % and view retrieval 19.9 -> 25.4 / 27.3 %, below both margins. The full check prints the report:
+measured class KNN 54.0 -> 52.0 / 50.3 % and view retrieval 19.9 -> 25.4 / 27.3 %, below both
+margins. The full check prints the report:
 
     PYTHONPATH=. .venv/bin/python tests/train/test_learning.py --epochs 25 50
 """
