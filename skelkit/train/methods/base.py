@@ -16,13 +16,21 @@ from torch import Tensor, nn
 
 from skelkit.store.layout import Layout
 from skelkit.train.encoders import ENCODERS, build_encoder
+from skelkit.train.fidelity import FIDELITIES, SwitchTable
 from skelkit.train.moco import MoCoBranch
 
 
 @dataclasses.dataclass
 class MethodConfig:
     """Base for each method's ``Config``: ``from_dict`` rejects unknown keys and wrong types,
-    then ``validate`` checks values; messages are one line naming the key."""
+    then ``validate`` checks values; messages are one line naming the key.
+
+    ``fidelity`` picks the preset of the method's ``SWITCHES`` (see ``skelkit.train.fidelity``);
+    ``switches`` overrides single switches by name."""
+
+    SWITCHES: ClassVar[SwitchTable | None] = None
+    fidelity: str = "paper"
+    switches: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> MethodConfig:
@@ -41,8 +49,19 @@ class MethodConfig:
             # published defaults of the same encoder; another encoder starts from its own.
             values["encoder_args"] = {**defaults.encoder_args, **values["encoder_args"]}
         cfg = cls(**values)
+        if cfg.fidelity not in FIDELITIES:
+            raise ValueError(f"fidelity: one of {', '.join(FIDELITIES)}, got {cfg.fidelity!r}")
+        cfg.behaviour()  # unknown switch names fail here, at config time
         cfg.validate()
         return cfg
+
+    def behaviour(self) -> types.SimpleNamespace:
+        """The resolved switch values (attributes named after the switches)."""
+        if self.SWITCHES is None:
+            if self.switches:
+                raise ValueError(f"switches: this method has none, got {', '.join(self.switches)}")
+            return types.SimpleNamespace()
+        return self.SWITCHES.resolve(self.fidelity, self.switches)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v
