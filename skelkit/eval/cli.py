@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from skelkit.eval.errors import EmbeddingSplit, EvalInputError, load_embedding_split
+from skelkit.eval.errors import EvalInputError, load_embedding_split
 
 
 class SkelevalGroup(click.Group):
@@ -42,22 +42,76 @@ def _device(name: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _record(split: EmbeddingSplit, record: dict[str, Any], enabled: bool) -> None:
-    """Append the result to the run directory's eval.jsonl when the checkpoint lies in one."""
-    if not enabled:
+def _record(target: Path | None, record: dict[str, Any], enabled: bool) -> None:
+    """Append the result to ``target``/eval.jsonl (a run or baseline directory)."""
+    if not enabled or target is None:
         return
-    from skelkit.eval.report import append_eval_record, embedding_provenance, find_run_dir
+    from skelkit.eval.report import append_eval_record
 
-    provenance = embedding_provenance(split.attrs, split.path)
-    run_dir = find_run_dir(provenance.get("checkpoint"), split.path)
-    if run_dir is None:
-        return
     try:
-        target = append_eval_record(run_dir, {**provenance, **record})
+        written = append_eval_record(target, record)
     except OSError as err:
-        click.echo(f"skeleval: note: could not record in {run_dir}: {err.strerror}", err=True)
+        click.echo(f"skeleval: note: could not record in {target}: {err.strerror}", err=True)
         return
-    click.echo(f"skeleval: recorded in {target}", err=True)
+    click.echo(f"skeleval: recorded in {written}", err=True)
+
+
+def _warn_near_constant(source_label: str, stats: Any, standardized: bool) -> None:
+    line = stats.warning(source_label)
+    if line is None:
+        return
+    if standardized is None:
+        tail = ""
+    elif standardized:
+        tail = " (this probe standardises them)"
+    else:
+        tail = " (this probe does not: expect chance-level accuracy; --standardize fixes it)"
+    click.echo(f"skeleval: warning: {line}{tail}", err=True)
+
+
+def _source_options(func: Any) -> Any:
+    options = [
+        click.option("--emb", "emb", default=None,
+                     type=click.Path(path_type=Path, dir_okay=False),
+                     help="Embedding file (HDF5, groups train and test; `skeltrain embed`)."),
+        click.option("--run", "run", default=None, type=click.Path(path_type=Path),
+                     help="Run directory: encode the store with its frozen encoder."),
+        click.option("--store", default=None, type=click.Path(path_type=Path),
+                     help="Store for --run (default: the run's) or --raw."),
+        click.option("--protocol", default=None,
+                     help="Split protocol for --run (default: the run's) or --raw."),
+        click.option("--raw", is_flag=True,
+                     help="Baseline: the store's raw fixed joints, flattened, as features."),
+        click.option("--modality", default="joint", show_default=True,
+                     help="Stream of --run, or fixed modality of --raw."),
+        click.option("--checkpoint", default=None,
+                     help="Checkpoint of --run (default: checkpoints/last.pt)."),
+        click.option("--record-dir", default=None, type=click.Path(path_type=Path),
+                     help="Record a --raw baseline in DIR/eval.jsonl (for `skeleval report`)."),
+        click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0),
+                     help="DataLoader workers for --run."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _open(kwargs: dict[str, Any], device: str) -> Any:
+    from skelkit.eval.sources import SourceArgs, open_source
+
+    args = SourceArgs(**{key: kwargs.pop(key) for key in (
+        "emb", "run", "store", "protocol", "raw", "modality", "checkpoint", "record_dir",
+        "workers")})
+    return open_source(args, _torch_device(device))
+
+
+def _torch_device(name: str) -> Any:
+    import torch
+
+    resolved = _device(name)
+    if resolved.startswith("cuda") and not torch.cuda.is_available():
+        raise EvalInputError(f"--device {name}: CUDA is not available on this machine")
+    return torch.device(resolved)
 
 
 _emb_option = click.option(
@@ -69,12 +123,14 @@ _device_option = click.option(
 )
 _record_option = click.option(
     "--record/--no-record", default=True, show_default=True,
-    help="Append the result to <run_dir>/eval.jsonl when the checkpoint lies in a run directory.",
+    help="Append the result to the run's (or --record-dir's) eval.jsonl.",
 )
+_progress_option = click.option("--progress/--no-progress", default=False, show_default=True,
+                                help="Progress bars (encoding, probe epochs) on stderr.")
 
 
 @main.command()
-@_emb_option
+@_source_options
 @click.option("--k", "k", default=1, show_default=True, type=click.IntRange(min=1),
               help="Number of neighbours.")
 @click.option("--weighted", is_flag=True, help="Vote with exp(sim / T) instead of counts.")
@@ -83,68 +139,112 @@ _record_option = click.option(
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_device_option
 @_record_option
-def knn(emb: Path, k: int, weighted: bool, temperature: float, as_json: bool, device: str,
-        record: bool) -> None:
-    """Classify the test group by its nearest train embeddings (cosine similarity)."""
+@_progress_option
+def knn(k: int, weighted: bool, temperature: float, as_json: bool, device: str, record: bool,
+        progress: bool, **source_kwargs: Any) -> None:
+    """Classify the test side by its nearest train features (cosine similarity)."""
+    from skelkit.eval.features import feature_stats
     from skelkit.eval.knn import knn_evaluate
 
-    split = load_embedding_split(emb)
+    source = _open(source_kwargs, device)
+    split = source.features(progress=progress)
+    stats = feature_stats(split.train_embedding)
+    _warn_near_constant(source.label, stats, None)
     result = knn_evaluate(
         split.train_embedding, split.train_label, split.test_embedding, split.test_label,
         k=k, weighted=weighted, temperature=temperature, num_classes=split.num_classes,
         device=_device(device),
     )
-    summary = result.as_dict()
+    summary = {**result.as_dict(), **stats.summary(), "source": source.kind}
     if as_json:
         click.echo(json.dumps(summary))
     else:
         vote = f", weighted T={temperature:g}" if weighted else ""
         click.echo(
-            f"KNN k={result.k} (cosine{vote}) {emb}: top-1 {100 * result.top1:.2f} %  "
+            f"KNN k={result.k} (cosine{vote}) {source.label}: top-1 {100 * result.top1:.2f} %  "
             f"top-5 {100 * result.top5:.2f} %  (train {result.n_train}, test {result.n_test})"
         )
-    _record(split, {"kind": "knn", **summary}, record)
+    _record(source.record_dir, {**source.provenance(), "kind": "knn", **summary}, record)
 
 
 @main.command()
-@_emb_option
-@click.option("--epochs", default=80, show_default=True, type=click.IntRange(min=1))
-@click.option("--lr", default=0.1, show_default=True, type=click.FloatRange(min=0, min_open=True))
-@click.option("--milestones", default="50,70", show_default=True,
-              help="Epochs at which the learning rate is multiplied by 0.1 (comma-separated).")
-@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
-@click.option("--weight-decay", default=0.0, show_default=True, type=click.FloatRange(min=0))
+@_source_options
+@click.option("--recipe", "recipe_name", default="default", show_default=True,
+              help="Probe protocol: default, cmd, i2md, crossclr, ikem, or auto (the run's "
+                   "method's own); cmd/i2md train on random crops and need --run.")
+@click.option("--epochs", default=None, type=click.IntRange(min=1),
+              help="Override the recipe's epochs.")
+@click.option("--lr", default=None, type=click.FloatRange(min=0, min_open=True),
+              help="Override the recipe's learning rate.")
+@click.option("--milestones", default=None,
+              help="Override the recipe's x0.1 epochs (comma-separated; '' for none).")
+@click.option("--batch-size", default=None, type=click.IntRange(min=1),
+              help="Override the recipe's batch size.")
+@click.option("--weight-decay", default=None, type=click.FloatRange(min=0),
+              help="Override the recipe's weight decay.")
+@click.option("--standardize/--no-standardize", default=None,
+              help="Standardise features with train-side statistics (default: the recipe's).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_device_option
 @_record_option
-def linear(emb: Path, epochs: int, lr: float, milestones: str, batch_size: int,
-           weight_decay: float, seed: int, as_json: bool, device: str, record: bool) -> None:
-    """Train a linear classifier on the frozen train features; score the test group."""
-    from skelkit.eval.linear import LinearProbeConfig, parse_milestones, train_linear_probe
+@_progress_option
+def linear(recipe_name: str, epochs: int | None, lr: float | None, milestones: str | None,
+           batch_size: int | None, weight_decay: float | None, standardize: bool | None,
+           seed: int, as_json: bool, device: str, record: bool, progress: bool,
+           **source_kwargs: Any) -> None:
+    """Train a linear classifier on frozen train features; score the test side."""
+    from skelkit.eval.features import feature_stats
+    from skelkit.eval.linear import BEST_LABEL, parse_milestones, train_linear_probe
+    from skelkit.eval.recipes import resolve_recipe, with_overrides
 
+    source = _open(source_kwargs, device)
     try:
-        config = LinearProbeConfig(
-            epochs=epochs, lr=lr, milestones=parse_milestones(milestones), batch_size=batch_size,
-            weight_decay=weight_decay, seed=seed,
-        )
+        recipe = resolve_recipe(recipe_name, source.method)
+        recipe, deviations = with_overrides(
+            recipe, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
+            standardize=standardize, seed=seed,
+            milestones=parse_milestones(milestones) if milestones is not None else None)
     except ValueError as err:
         raise EvalInputError(str(err)) from None
-    split = load_embedding_split(emb)
-    result = train_linear_probe(
-        split.train_embedding, split.train_label, split.test_embedding, split.test_label,
-        config, num_classes=split.num_classes, device=_device(device),
-    )
-    summary = result.as_dict()
+    deviations.pop("seed", None)  # a seed is a repeat, not a change of protocol
+    config = recipe.probe
+    if recipe.needs_run and source.kind != "run":
+        raise EvalInputError(f"recipe {recipe.name} trains on random temporal crops redrawn "
+                             "every epoch: it needs --run RUN (with --store/--protocol), not "
+                             "frozen features")
+    if source.kind == "run":
+        from skelkit.eval.run_features import probe_run
+
+        result, split = probe_run(source.encoder, recipe, config, progress=progress)
+        source.split = split
+    else:
+        split = source.features()
+        result = train_linear_probe(
+            split.train_embedding, split.train_label, split.test_embedding, split.test_label,
+            config, num_classes=split.num_classes, device=_device(device), recipe=recipe.name)
+    _warn_near_constant(source.label, feature_stats(split.train_embedding), config.standardize)
+    summary = {**result.as_dict(), "recipe_source": recipe.source, "source": source.kind}
+    if deviations:
+        summary["deviations"] = {key: list(value) if isinstance(value, tuple) else value
+                                 for key, value in deviations.items()}
     if as_json:
         click.echo(json.dumps(summary))
     else:
+        best = result.best
+        best_text = ""
+        if best is not None:
+            best_text = (f"; {BEST_LABEL}: {100 * best.top1:.2f} % at epoch {best.epoch}")
+        changed = f", changed: {summary['deviations']}" if deviations else ""
         click.echo(
-            f"linear probe {emb}: top-1 {100 * result.top1:.2f} %  top-5 {100 * result.top5:.2f} %"
-            f"  (train top-1 {100 * result.train_top1:.2f} %, {epochs} epochs, lr {lr:g}, "
-            f"seed {seed}; train {result.n_train}, test {result.n_test})"
+            f"linear probe [{recipe.name}{changed}] {source.label}: top-1 "
+            f"{100 * result.top1:.2f} %  top-5 {100 * result.top5:.2f} % after epoch "
+            f"{config.epochs}{best_text}  (train top-1 {100 * result.train_top1:.2f} %, lr "
+            f"{config.lr:g}, batch {config.batch_size}, "
+            f"{'standardised' if config.standardize else 'unstandardised'}, seed {seed}; "
+            f"train {result.n_train}, test {result.n_test})"
         )
-    _record(split, {"kind": "linear", **summary}, record)
+    _record(source.record_dir, {**source.provenance(), "kind": "linear", **summary}, record)
 
 
 @main.command()

@@ -1,19 +1,36 @@
-"""Linear probe on frozen features (DESIGN.md §5; I²MD §4.3.1).
+"""Linear probe on frozen features (I²MD §4.3.1; CrosSCLR §4.2) with train-side standardisation.
 
-A single fully connected layer trained with cross-entropy by SGD (momentum 0.9, no weight decay
-unless asked) with a step schedule (x0.1 at each milestone), fitted on the train group only and
-scored on the test group. All randomness (initialisation, shuffling) comes from one seeded
-generator, so a seed fixes the result.
+One fully connected layer trained with cross-entropy by SGD (momentum 0.9, no weight decay unless
+asked) on a step schedule (x0.1 at each milestone), fitted on the train side only and scored on
+the test side. By default every feature dimension is first standardised with the train side's
+mean and standard deviation (``skelkit.eval.features``): without it, features with a large offset
+and a tiny spread leave a plain-SGD probe at chance (issue 13). The authors' recipes
+(``skelkit.eval.recipes``) switch it off, as their scripts feed raw features.
+
+Training is written once for two kinds of input: features held in memory (an embedding file, raw
+joints) and features re-encoded every epoch from augmented views (CMD's recipe); both hand
+``train_probe`` a function that yields an epoch's (features, labels) batches. All randomness of
+the probe (initialisation, shuffling) comes from one seeded generator, so a seed fixes the result.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
+
+from skelkit.eval.features import FeatureStats, feature_stats
+
+BEST_LABEL = "best over evaluations (selected on the test split)"
+
+Batches = Callable[[int], Iterable[tuple[Tensor, Tensor]]]
+"""epoch -> that epoch's (features (B, D) float32, labels (B,) int64) batches, on the device."""
+Scorer = Callable[[nn.Module], tuple[float, float]]
+"""probe -> (top-1, top-5) on the test side."""
 
 
 @dataclass(frozen=True)
@@ -24,8 +41,16 @@ class LinearProbeConfig:
     gamma: float = 0.1
     batch_size: int = 256
     momentum: float = 0.9
+    nesterov: bool = False
     weight_decay: float = 0.0
     seed: int = 0
+    standardize: bool = True
+    """Standardise every dimension with the train side's mean and standard deviation."""
+    init_std: float | None = None
+    """None: nn.Linear's uniform(+-1/sqrt(D)); a number s: weights N(0, s^2), zero bias."""
+    drop_last: bool = False
+    eval_every: int = 0
+    """Score the test side every this many epochs and after the last; 0: after the last only."""
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -36,21 +61,49 @@ class LinearProbeConfig:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
         if list(self.milestones) != sorted(self.milestones) or any(m < 1 for m in self.milestones):
             raise ValueError(f"milestones must be increasing positive epochs, got {self.milestones}")
+        if self.init_std is not None and self.init_std <= 0:
+            raise ValueError(f"init std must be > 0, got {self.init_std}")
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
+
+    def evaluates_after(self, epoch: int) -> bool:
+        """Whether the test side is scored after (1-based) ``epoch``."""
+        if epoch == self.epochs:
+            return True
+        return self.eval_every > 0 and epoch % self.eval_every == 0
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    epoch: int
+    top1: float
+    top5: float
 
 
 @dataclass(frozen=True)
 class LinearProbeResult:
     top1: float
+    """Final epoch's test top-1."""
     top5: float
     train_top1: float
     n_train: int
     n_test: int
     config: LinearProbeConfig
     final_loss: float
-    predictions: np.ndarray = field(repr=False)
+    evaluations: tuple[Evaluation, ...] = ()
+    feature_check: dict[str, Any] = field(default_factory=dict)
+    recipe: str | None = None
+    predictions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
 
-    def as_dict(self) -> dict[str, float | int | list[int]]:
-        return {
+    @property
+    def best(self) -> Evaluation | None:
+        """The best test top-1 over periodic evaluations (first on ties); None without them."""
+        if self.config.eval_every <= 0 or not self.evaluations:
+            return None
+        return max(self.evaluations, key=lambda e: (e.top1, -e.epoch))
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
             "top1": self.top1,
             "top5": self.top5,
             "train_top1": self.train_top1,
@@ -63,7 +116,17 @@ class LinearProbeResult:
             "batch_size": self.config.batch_size,
             "weight_decay": self.config.weight_decay,
             "seed": self.config.seed,
+            "standardized": self.config.standardize,
+            "init_std": self.config.init_std,
         }
+        if self.recipe is not None:
+            out["recipe"] = self.recipe
+        best = self.best
+        if best is not None:
+            out.update(best_top1=best.top1, best_epoch=best.epoch, best_note=BEST_LABEL,
+                       evaluated_epochs=[e.epoch for e in self.evaluations])
+        out.update(self.feature_check)
+        return out
 
 
 def parse_milestones(text: str) -> tuple[int, ...]:
@@ -75,6 +138,90 @@ def parse_milestones(text: str) -> tuple[int, ...]:
         raise ValueError(f"milestones must be comma-separated integers, got {text!r}") from None
 
 
+class LinearProbe(nn.Module):
+    """z = (x - shift) * inv_scale (fixed, from the train side), then one linear layer."""
+
+    def __init__(self, in_features: int, num_classes: int, generator: torch.Generator, *,
+                 stats: FeatureStats | None = None, init_std: float | None = None) -> None:
+        super().__init__()
+        if stats is None:
+            shift, inv_scale = np.zeros(in_features, np.float32), np.ones(in_features, np.float32)
+        else:
+            shift, inv_scale = stats.shift_and_inverse_scale()
+        self.register_buffer("shift", torch.as_tensor(shift))
+        self.register_buffer("inv_scale", torch.as_tensor(inv_scale))
+        self.linear = nn.Linear(in_features, num_classes)
+        # Drawn from the probe's own generator, so nothing else touching the global RNG can
+        # change the result.
+        with torch.no_grad():
+            if init_std is None:  # nn.Linear's default bound
+                bound = 1.0 / np.sqrt(in_features)
+                self.linear.weight.uniform_(-bound, bound, generator=generator)
+                self.linear.bias.uniform_(-bound, bound, generator=generator)
+            else:  # CMD: N(0, 0.01); CrosSCLR: N(0, 0.02); zero bias in both
+                self.linear.weight.normal_(0.0, init_std, generator=generator)
+                self.linear.bias.zero_()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear((x - self.shift) * self.inv_scale)
+
+
+def new_probe(in_features: int, num_classes: int, config: LinearProbeConfig,
+              generator: torch.Generator, stats: FeatureStats | None) -> LinearProbe:
+    """The probe a config asks for; ``stats`` are used only when it standardises."""
+    return LinearProbe(in_features, num_classes, generator,
+                       stats=stats if config.standardize else None, init_std=config.init_std)
+
+
+def train_probe(probe: LinearProbe, batches: Batches, config: LinearProbeConfig, *,
+                evaluate: Scorer | None = None, progress: Any = None
+                ) -> tuple[float, tuple[Evaluation, ...]]:
+    """SGD on the probe's linear layer; returns the last epoch's mean loss and the evaluations."""
+    optimizer = torch.optim.SGD(probe.linear.parameters(), lr=config.lr,
+                                momentum=config.momentum, nesterov=config.nesterov,
+                                weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=list(config.milestones), gamma=config.gamma)
+    loss_fn = nn.CrossEntropyLoss()
+    evaluations: list[Evaluation] = []
+    epoch_loss = float("nan")
+    for epoch in range(config.epochs):
+        total, seen = 0.0, 0
+        for x, y in batches(epoch):
+            loss = loss_fn(probe(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(y)
+            seen += len(y)
+        epoch_loss = total / max(seen, 1)
+        schedule.step()
+        if evaluate is not None and config.evaluates_after(epoch + 1):
+            evaluations.append(Evaluation(epoch + 1, *evaluate(probe)))
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix(loss=f"{epoch_loss:.4f}")
+    return epoch_loss, tuple(evaluations)
+
+
+def memory_batches(features: np.ndarray, labels: np.ndarray, config: LinearProbeConfig,
+                   generator: torch.Generator, device: torch.device) -> Batches:
+    """Shuffled batches of in-memory features, one fresh order per epoch from ``generator``."""
+    x = torch.as_tensor(np.asarray(features), dtype=torch.float32).to(device)
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.int64).to(device)
+
+    def epoch_batches(_epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        order = torch.randperm(x.shape[0], generator=generator).to(device)
+        stop = x.shape[0]
+        if config.drop_last and stop >= config.batch_size:
+            stop -= stop % config.batch_size
+        for start in range(0, stop, config.batch_size):
+            batch = order[start:start + config.batch_size]
+            yield x[batch], y[batch]
+
+    return epoch_batches
+
+
 def fit_linear_classifier(
     train_features: np.ndarray,
     train_label: np.ndarray,
@@ -82,37 +229,28 @@ def fit_linear_classifier(
     config: LinearProbeConfig = LinearProbeConfig(),
     *,
     device: str | torch.device = "cpu",
-) -> tuple[nn.Linear, float]:
-    """Train the probe on the train group; return it and the mean loss of its last epoch."""
-    device = torch.device(device)
-    x_train = torch.as_tensor(np.asarray(train_features), dtype=torch.float32).to(device)
-    y_train = torch.as_tensor(np.asarray(train_label), dtype=torch.int64).to(device)
+    evaluate: Scorer | None = None,
+    stats: FeatureStats | None = None,
+) -> tuple[LinearProbe, float]:
+    """Train the probe on the train side; return it and the mean loss of its last epoch."""
+    probe, loss, _ = _fit(train_features, train_label, num_classes, config,
+                          device=torch.device(device), evaluate=evaluate, stats=stats)
+    return probe, loss
+
+
+def _fit(train_features: np.ndarray, train_label: np.ndarray, num_classes: int,
+         config: LinearProbeConfig, *, device: torch.device, evaluate: Scorer | None,
+         stats: FeatureStats | None, batches: Batches | None = None, progress: Any = None
+         ) -> tuple[LinearProbe, float, tuple[Evaluation, ...]]:
+    if config.standardize and stats is None:
+        stats = feature_stats(train_features)
     generator = torch.Generator().manual_seed(config.seed)
-    classifier = _seeded_linear(x_train.shape[1], num_classes, generator).to(device)
-    optimizer = torch.optim.SGD(
-        classifier.parameters(),
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-    )
-    schedule = torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, milestones=list(config.milestones), gamma=config.gamma
-    )
-    loss_fn = nn.CrossEntropyLoss()
-    epoch_loss = float("nan")
-    for _ in range(config.epochs):
-        order = torch.randperm(x_train.shape[0], generator=generator).to(device)
-        total = torch.zeros((), device=device)
-        for start in range(0, x_train.shape[0], config.batch_size):
-            batch = order[start : start + config.batch_size]
-            loss = loss_fn(classifier(x_train[batch]), y_train[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach() * batch.numel()
-        epoch_loss = float(total) / x_train.shape[0]
-        schedule.step()
-    return classifier, epoch_loss
+    probe = new_probe(np.asarray(train_features).shape[1], num_classes, config, generator,
+                      stats).to(device)
+    if batches is None:
+        batches = memory_batches(train_features, train_label, config, generator, device)
+    loss, evaluations = train_probe(probe, batches, config, evaluate=evaluate, progress=progress)
+    return probe, loss, evaluations
 
 
 def train_linear_probe(
@@ -124,40 +262,51 @@ def train_linear_probe(
     *,
     num_classes: int | None = None,
     device: str | torch.device = "cpu",
+    recipe: str | None = None,
+    batches: Batches | None = None,
+    progress: Any = None,
 ) -> LinearProbeResult:
-    """Fit a linear classifier on the train group only; report top-1/top-5 on the test group."""
+    """Fit a linear classifier on the train side only; report top-1/top-5 on the test side.
+
+    ``batches`` replaces the shuffled batches of ``train_features`` (e.g. features of views
+    redrawn every epoch); the train features then serve for the statistics and train top-1.
+    """
     device = torch.device(device)
     if num_classes is None:
         num_classes = int(max(np.max(train_label), np.max(test_label))) + 1
-    classifier, final_loss = fit_linear_classifier(
-        train_features, train_label, num_classes, config, device=device
-    )
-    test_ranking = predict_ranking(classifier, test_features, top=5, device=device)
-    truth = torch.as_tensor(np.asarray(test_label), dtype=torch.int64).unsqueeze(1)
-    hits = test_ranking == truth
-    train_ranking = predict_ranking(classifier, train_features, top=1, device=device)
-    train_truth = torch.as_tensor(np.asarray(train_label), dtype=torch.int64)
+    stats = feature_stats(train_features)
+
+    def evaluate(probe: nn.Module) -> tuple[float, float]:
+        return score(predict_ranking(probe, test_features, top=5, device=device), test_label)
+
+    probe, final_loss, evaluations = _fit(train_features, train_label, num_classes, config,
+                                          device=device, evaluate=evaluate, stats=stats,
+                                          batches=batches, progress=progress)
+    return probe_result(probe, config, final_loss, evaluations,
+                        train=(train_features, train_label), test=(test_features, test_label),
+                        stats=stats, recipe=recipe, device=device)
+
+
+def probe_result(probe: nn.Module, config: LinearProbeConfig, final_loss: float,
+                 evaluations: tuple[Evaluation, ...], *, train: tuple[np.ndarray, np.ndarray],
+                 test: tuple[np.ndarray, np.ndarray], stats: FeatureStats,
+                 recipe: str | None, device: torch.device) -> LinearProbeResult:
+    """The result of a trained probe scored on (un-augmented) train and test features."""
+    test_ranking = predict_ranking(probe, test[0], top=5, device=device)
+    top1, top5 = score(test_ranking, test[1])
+    train_top1, _ = score(predict_ranking(probe, train[0], top=1, device=device), train[1])
     return LinearProbeResult(
-        top1=float(hits[:, 0].float().mean()),
-        top5=float(hits.any(dim=1).float().mean()),
-        train_top1=float((train_ranking[:, 0] == train_truth).float().mean()),
-        n_train=len(train_label),
-        n_test=len(test_label),
-        config=config,
-        final_loss=final_loss,
-        predictions=test_ranking[:, 0].numpy(),
-    )
+        top1=top1, top5=top5, train_top1=train_top1, n_train=len(train[1]), n_test=len(test[1]),
+        config=config, final_loss=final_loss, evaluations=evaluations,
+        feature_check=stats.summary(), recipe=recipe,
+        predictions=test_ranking[:, 0].numpy())
 
 
-def _seeded_linear(in_features: int, out_features: int, generator: torch.Generator) -> nn.Linear:
-    # Same uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) as nn.Linear's default, but drawn from our
-    # generator so the global RNG state (and other code touching it) cannot change the result.
-    layer = nn.Linear(in_features, out_features)
-    bound = 1.0 / np.sqrt(in_features)
-    with torch.no_grad():
-        layer.weight.copy_(torch.empty_like(layer.weight).uniform_(-bound, bound, generator=generator))
-        layer.bias.copy_(torch.empty_like(layer.bias).uniform_(-bound, bound, generator=generator))
-    return layer
+def score(ranking: Tensor, labels: np.ndarray) -> tuple[float, float]:
+    """Top-1 and top-5 (fractions) of a (N, k) class ranking against the true labels."""
+    truth = torch.as_tensor(np.asarray(labels), dtype=torch.int64).unsqueeze(1)
+    hits = ranking == truth
+    return float(hits[:, 0].float().mean()), float(hits[:, :5].any(dim=1).float().mean())
 
 
 @torch.no_grad()
@@ -176,7 +325,3 @@ def predict_ranking(
         logits = classifier(x.to(device))
         out.append(torch.topk(logits, min(top, logits.shape[1]), dim=1).indices.cpu())
     return torch.cat(out)
-
-
-def milestones_text(milestones: Sequence[int]) -> str:
-    return ",".join(str(m) for m in milestones)

@@ -39,10 +39,10 @@ def test_same_seed_same_result_other_seed_other_weights(rng, make_clustered):
     first, _ = fit_linear_classifier(x, y, 5, FAST)
     torch.manual_seed(999)  # the global RNG must not matter
     second, _ = fit_linear_classifier(x, y, 5, FAST)
-    torch.testing.assert_close(first.weight, second.weight, rtol=0, atol=0)
-    torch.testing.assert_close(first.bias, second.bias, rtol=0, atol=0)
+    torch.testing.assert_close(first.linear.weight, second.linear.weight, rtol=0, atol=0)
+    torch.testing.assert_close(first.linear.bias, second.linear.bias, rtol=0, atol=0)
     other, _ = fit_linear_classifier(x, y, 5, LinearProbeConfig(**{**FAST.__dict__, "seed": 4}))
-    assert not torch.equal(first.weight, other.weight)
+    assert not torch.equal(first.linear.weight, other.linear.weight)
 
 
 def test_fits_on_train_group_only(rng, make_clustered):

@@ -1,0 +1,183 @@
+"""Features of a run's frozen encoder, computed from the store (``skeleval knn|linear --run``).
+
+A recipe that trains the probe on augmented views (CMD's random crops, redrawn every epoch)
+cannot work from an embedding file; it needs the run's encoder and the store. The encoder is
+built from the run's config, loaded from its checkpoint and kept in eval mode (BatchNorm
+statistics frozen, as the authors' scripts do), and never receives a gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from skelkit.eval.errors import EmbeddingSplit, EvalInputError
+from skelkit.eval.finetune import FinetuneInputs, build_finetune_model, open_finetune_inputs
+from skelkit.eval.linear import Batches, LinearProbeConfig, LinearProbeResult, train_linear_probe
+from skelkit.eval.recipes import Recipe
+
+
+@dataclass
+class FrozenEncoder:
+    """A run's method in eval mode on ``device``, the checked run/store inputs, and a modality."""
+
+    inputs: FinetuneInputs
+    method: nn.Module
+    device: torch.device
+    batch_size: int
+    workers: int
+
+    @property
+    def modality(self) -> str:
+        return self.inputs.modality
+
+    @property
+    def input_kind(self) -> str:
+        return str(self.method.input_kind)
+
+    @property
+    def window(self) -> int:
+        return int(self.inputs.run_config.data.window)
+
+    def encode(self, x: Tensor, gamma: Tensor) -> Tensor:
+        """(N, D) float32 features of joints (N, 3, T, V, M), without gradient."""
+        with torch.no_grad():
+            return self.method.embed(x.to(self.device), gamma.to(self.device),
+                                     self.modality).float()
+
+
+def open_frozen_encoder(run_dir: str | Path, store: str | Path | None, protocol: str | None, *,
+                        modality: str = "joint", checkpoint: str | None = None,
+                        device: torch.device, batch_size: int | None = None,
+                        workers: int = 0) -> FrozenEncoder:
+    """The run's checkpointed encoder; ``store``/``protocol`` default to the run's own."""
+    if store is None or protocol is None:
+        cfg = _run_config(Path(run_dir))
+        store = store if store is not None else cfg.data.store
+        protocol = protocol if protocol is not None else cfg.data.protocol
+    inputs = open_finetune_inputs(run_dir, store, protocol, modality=modality,
+                                  checkpoint=checkpoint)
+    method = build_finetune_model(inputs, seed=0).method.to(device).eval()
+    for parameter in method.parameters():
+        parameter.requires_grad_(False)
+    return FrozenEncoder(inputs=inputs, method=method, device=device,
+                         batch_size=batch_size or inputs.run_config.engine.embed_batch_size,
+                         workers=workers)
+
+
+def _run_config(run_dir: Path) -> Any:
+    from skelkit.train.engine import TrainInputError, load_run_config
+
+    if not run_dir.is_dir():
+        raise EvalInputError(f"{run_dir}: no such run directory")
+    try:
+        return load_run_config(run_dir)
+    except TrainInputError as err:
+        raise EvalInputError(" ".join(str(err).split())) from None
+    except yaml.YAMLError:
+        raise EvalInputError(f"{run_dir / 'config.yaml'}: invalid YAML") from None
+
+
+def evaluation_view(encoder: FrozenEncoder, side: str, *, progress: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features, labels, names) of one protocol side under the run's evaluation view.
+
+    Today this is the un-augmented path of ``skeltrain embed``: sequence methods see the whole
+    valid sequence resized to the run's window, fixed-length methods the store's 50 frames. CMD's
+    own evaluation view is the 0.95 centre crop (``Recipe.test_centre_crop``; issue 12 adds it to
+    ``skelkit.train.augment``): this is the one place to switch to it.
+    """
+    from skelkit.train.embed import compute_embeddings, side_loader
+
+    inputs = encoder.inputs
+    loader, dataset = side_loader(
+        str(inputs.store.path), inputs.protocol, side, kind=encoder.input_kind,
+        window=encoder.window, batch_size=encoder.batch_size, num_workers=encoder.workers,
+        start_method=inputs.run_config.data.start_method,
+        pin_memory=encoder.device.type == "cuda")
+    features, rows = compute_embeddings(encoder.method, loader, encoder.modality, encoder.device,
+                                        progress=progress, desc=f"encode {side}")
+    if len(rows) == 0:
+        raise EvalInputError(f"{inputs.store.path}: protocol {inputs.protocol!r} has no "
+                             f"{side} samples")
+    position = {int(r): i for i, r in enumerate(dataset.meta.indices)}
+    order = np.array([position[int(r)] for r in rows], dtype=np.int64)
+    return features, dataset.meta.labels[order], dataset.meta.names[order]
+
+
+def encoded_split(encoder: FrozenEncoder, *, progress: bool = False) -> EmbeddingSplit:
+    """Both sides under the evaluation view, shaped like an embedding file."""
+    train_x, train_y, _ = evaluation_view(encoder, "train", progress=progress)
+    test_x, test_y, test_names = evaluation_view(encoder, "test", progress=progress)
+    return EmbeddingSplit(path=Path(encoder.inputs.run_dir), train_embedding=train_x,
+                          train_label=train_y, test_embedding=test_x, test_label=test_y,
+                          test_name=test_names, attrs=run_attrs(encoder))
+
+
+def run_attrs(encoder: FrozenEncoder) -> dict[str, Any]:
+    """What was evaluated, in the keys of embedding files and eval.jsonl records."""
+    from skelkit.eval.finetune import provenance
+
+    return {**provenance(encoder.inputs), "source": "run"}
+
+
+def cropped_train_batches(encoder: FrozenEncoder, recipe: Recipe, config: LinearProbeConfig,
+                          *, seed: int) -> Batches:
+    """Each epoch: every train sample under a fresh random temporal crop, encoded by the frozen
+    encoder, in a shuffled order (both drawn from ``(seed, epoch, sample)``)."""
+    from skelkit.train.augment import TemporalCropResize
+    from skelkit.train.data import SkeletonDataset, make_loader
+
+    if recipe.train_crop is None:
+        raise ValueError(f"recipe {recipe.name} trains on the evaluation view, not on crops")
+    if encoder.input_kind != "sequence":
+        raise EvalInputError(
+            f"{encoder.inputs.run_dir}: recipe {recipe.name} crops raw sequences, but "
+            f"{encoder.inputs.run_config.method} reads the store's fixed-length inputs; use "
+            "--recipe crossclr or default")
+    low, high = recipe.train_crop
+    crop = TemporalCropResize(window=encoder.window, min_ratio=low, max_ratio=high,
+                              min_frames=recipe.min_crop_frames)
+    inputs = encoder.inputs
+    dataset = SkeletonDataset(inputs.store.path, inputs.protocol, "train", kind="sequence",
+                              mode="train", augment=crop, window=encoder.window, seed=seed)
+    loader, sampler = make_loader(dataset, batch_size=config.batch_size, shuffle=True, seed=seed,
+                                  drop_last=config.drop_last, num_workers=encoder.workers,
+                                  start_method=inputs.run_config.data.start_method,
+                                  pin_memory=encoder.device.type == "cuda")
+
+    def epoch_batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        sampler.set_epoch(epoch)
+        for batch in loader:
+            # "q" is the crop of this epoch; the dataset's second view "k" goes unused.
+            yield encoder.encode(batch["q"], batch["gamma"]), batch["label"].to(encoder.device)
+
+    return epoch_batches
+
+
+def progress_bar(total: int, desc: str, enabled: bool) -> Any:
+    return tqdm(total=total, desc=desc, unit="epoch", disable=not enabled, dynamic_ncols=True)
+
+
+def probe_run(encoder: FrozenEncoder, recipe: Recipe, config: LinearProbeConfig, *,
+              progress: bool = False) -> tuple[LinearProbeResult, EmbeddingSplit]:
+    """Train and score the recipe's probe on the run's frozen encoder; also return the
+    evaluation-view features it was scored on."""
+    split = encoded_split(encoder, progress=progress)
+    batches = None
+    if recipe.needs_run:
+        batches = cropped_train_batches(encoder, recipe, config, seed=config.seed)
+    with progress_bar(config.epochs, f"linear ({recipe.name})", progress) as bar:
+        result = train_linear_probe(
+            split.train_embedding, split.train_label, split.test_embedding, split.test_label,
+            config, num_classes=encoder.inputs.num_classes, device=encoder.device,
+            recipe=recipe.name, batches=batches, progress=bar)
+    return result, split

@@ -1,0 +1,123 @@
+"""Where ``skeleval knn|linear`` get their features, and where their results are recorded.
+
+Three sources, exactly one per call:
+
+- ``--emb X.h5``: frozen features written by ``skeltrain embed``; recorded in the run directory
+  that holds the file's checkpoint, when there is one.
+- ``--run RUN [--store S --protocol P]``: the run's frozen encoder applied to the store (the
+  run's own store and protocol by default); recorded in RUN/eval.jsonl.
+- ``--store S --protocol P --raw``: the raw fixed joints, flattened (the baseline); recorded only
+  with ``--record-dir DIR``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from skelkit.eval.errors import EmbeddingSplit, EvalInputError, load_embedding_split
+
+
+@dataclass(frozen=True)
+class SourceArgs:
+    emb: Path | None = None
+    run: Path | None = None
+    store: Path | None = None
+    protocol: str | None = None
+    raw: bool = False
+    modality: str = "joint"
+    checkpoint: str | None = None
+    record_dir: Path | None = None
+    workers: int = 0
+
+    def kind(self) -> str:
+        """'emb', 'run' or 'raw'; a usage error names what is missing or too much."""
+        chosen = [name for name, given in (("--emb", self.emb is not None),
+                                           ("--run", self.run is not None),
+                                           ("--raw", self.raw)) if given]
+        if len(chosen) != 1:
+            what = "both " + " and ".join(chosen) if chosen else "none"
+            raise EvalInputError(f"give exactly one feature source: --emb FILE, --run RUN, or "
+                                 f"--store S --protocol P --raw (got {what})")
+        if self.raw and (self.store is None or self.protocol is None):
+            raise EvalInputError("--raw needs --store and --protocol")
+        if self.emb is not None and (self.store is not None or self.protocol is not None):
+            raise EvalInputError("--store/--protocol apply to --run and --raw; an embedding "
+                                 "file carries its own")
+        if self.record_dir is not None and not self.raw:
+            raise EvalInputError("--record-dir is for --raw baselines; runs record in their "
+                                 "own directory")
+        return chosen[0].removeprefix("--")
+
+
+@dataclass
+class Source:
+    """Resolved features (or the encoder producing them) and where to record the result."""
+
+    kind: str
+    label: str
+    method: str
+    split: EmbeddingSplit | None = None
+    encoder: Any = None
+    """run_features.FrozenEncoder for --run."""
+    record_dir: Path | None = None
+
+    def features(self, *, progress: bool = False) -> EmbeddingSplit:
+        if self.split is None:
+            from skelkit.eval.run_features import encoded_split
+
+            self.split = encoded_split(self.encoder, progress=progress)
+        return self.split
+
+    def provenance(self) -> dict[str, Any]:
+        """What was evaluated, in the keys of eval.jsonl records."""
+        if self.kind == "emb":
+            from skelkit.eval.report import embedding_provenance
+
+            assert self.split is not None
+            return embedding_provenance(self.split.attrs, self.split.path)
+        if self.kind == "run":
+            from skelkit.eval.run_features import run_attrs
+
+            return run_attrs(self.encoder)
+        assert self.split is not None
+        return dict(self.split.attrs)
+
+
+def open_source(args: SourceArgs, device: torch.device) -> Source:
+    kind = args.kind()
+    if kind == "emb":
+        assert args.emb is not None
+        split = load_embedding_split(args.emb)
+        return Source(kind, str(args.emb), str(split.attrs.get("method", "")), split=split,
+                      record_dir=_run_dir_of_embedding(split))
+    if kind == "run":
+        from skelkit.eval.run_features import open_frozen_encoder
+
+        assert args.run is not None
+        encoder = open_frozen_encoder(args.run, args.store, args.protocol,
+                                      modality=args.modality, checkpoint=args.checkpoint,
+                                      device=device, workers=args.workers)
+        inputs = encoder.inputs
+        label = f"{args.run} on {inputs.store.dataset} {inputs.protocol}"
+        return Source(kind, label, inputs.run_config.method, encoder=encoder,
+                      record_dir=Path(args.run))
+    from skelkit.eval.baselines import ensure_baseline_dir, raw_joint_split
+
+    assert args.store is not None and args.protocol is not None
+    split = raw_joint_split(args.store, args.protocol, args.modality)
+    record_dir = None
+    if args.record_dir is not None:
+        record_dir = ensure_baseline_dir(args.record_dir, split.attrs)
+    return Source(kind, f"raw {args.modality} of {args.store} {args.protocol}",
+                  str(split.attrs["method"]), split=split, record_dir=record_dir)
+
+
+def _run_dir_of_embedding(split: EmbeddingSplit) -> Path | None:
+    from skelkit.eval.report import embedding_provenance, find_run_dir
+
+    provenance = embedding_provenance(split.attrs, split.path)
+    return find_run_dir(provenance.get("checkpoint"), split.path)
