@@ -235,7 +235,10 @@ def linear(recipe_name: str, epochs: int | None, lr: float | None, milestones: s
         best_text = ""
         if best is not None:
             best_text = (f"; {BEST_LABEL}: {100 * best.top1:.2f} % at epoch {best.epoch}")
-        changed = f", changed: {summary['deviations']}" if deviations else ""
+        changed = ""
+        if deviations:
+            changed = ", changed: " + ", ".join(
+                f"{key}={value}" for key, value in summary["deviations"].items())
         click.echo(
             f"linear probe [{recipe.name}{changed}] {source.label}: top-1 "
             f"{100 * result.top1:.2f} %  top-5 {100 * result.top5:.2f} % after epoch "

@@ -9,7 +9,8 @@ Each recipe is what the authors' own scripts run, read from their code where it 
   script's ``--lr 0.1``; the parser default of 30 is not used), x0.1 at epochs 50 and 70
   (``adjust_learning_rate``), 80 epochs, batch 64 (the script's ``--batch-size 64``), no dropped
   last batch. Train views: a random temporal crop of ratio U[0.5, 1] (at least 64 frames) of the
-  valid sequence, linearly resized to 64 frames, redrawn every epoch (``l_ratio [0.5, 1.0]`` of
+  valid sequence, linearly resized to 64 frames (the run's window; the 64-frame floor is that
+  window too), redrawn every epoch (``l_ratio [0.5, 1.0]`` of
   ``crop_subsequence``); test views: the 0.95 centre crop (``l_ratio [0.95]``). The test side is
   scored every 5 epochs and the script prints the best of those ("Final best accuracy"); I²MD
   Table 1 quotes the protocol as 80 epochs, lr 0.1, x0.1 at 50 and 70 (I²MD §4.3.1). KNN
@@ -54,7 +55,8 @@ class Recipe:
     train_crop: tuple[float, float] | None = None
     """Random temporal crop ratio U[lo, hi] of the valid sequence, crop-resized to the run's
     window and redrawn every epoch; None: the train side's evaluation view, encoded once."""
-    min_crop_frames: int = 64
+    min_crop_frames: int | None = None
+    """Shortest crop in source frames; None: the run's window (CMD: 64, its window)."""
     test_centre_crop: float | None = None
     """The evaluation view of the authors' scripts (CMD: the 0.95 centre crop); None: the whole
     sequence. Applied through ``run_features.evaluation_view``."""
@@ -97,13 +99,13 @@ RECIPES: dict[str, Recipe] = {
         name="cmd",
         source="maoyunyao/CMD action_classification_cmd.py, script_action_classification_cmd.sh,"
                " options/options_classification.py; action_retrieval_cmd.py (KNN)",
-        probe=_CMD_PROBE, train_crop=(0.5, 1.0), min_crop_frames=64, test_centre_crop=0.95,
+        probe=_CMD_PROBE, train_crop=(0.5, 1.0), test_centre_crop=0.95,
         methods=("cmd",)),
     "i2md": Recipe(
         name="i2md",
         source="I²MD §4.3.1 (80 epochs, lr 0.1, x0.1 at 50 and 70); the rest as CMD's scripts "
                "(I²MD code unpublished)",
-        probe=_CMD_PROBE, train_crop=(0.5, 1.0), min_crop_frames=64, test_centre_crop=0.95,
+        probe=_CMD_PROBE, train_crop=(0.5, 1.0), test_centre_crop=0.95,
         methods=("i2md",)),
     "crossclr": Recipe(
         name="crossclr",

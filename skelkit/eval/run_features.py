@@ -129,6 +129,15 @@ def run_attrs(encoder: FrozenEncoder) -> dict[str, Any]:
     return {**provenance(encoder.inputs), "source": "run"}
 
 
+def check_recipe_fits(encoder: FrozenEncoder, recipe: Recipe) -> None:
+    """Crops are of raw sequences: a method reading fixed-length inputs cannot take them."""
+    if recipe.needs_run and encoder.input_kind != "sequence":
+        raise EvalInputError(
+            f"{encoder.inputs.run_dir}: recipe {recipe.name} crops raw sequences, but "
+            f"{encoder.inputs.run_config.method} reads the store's fixed-length inputs; use "
+            "--recipe crossclr or default")
+
+
 def cropped_train_batches(encoder: FrozenEncoder, recipe: Recipe, config: LinearProbeConfig,
                           *, seed: int) -> Batches:
     """Each epoch: every train sample under a fresh random temporal crop, encoded by the frozen
@@ -138,14 +147,10 @@ def cropped_train_batches(encoder: FrozenEncoder, recipe: Recipe, config: Linear
 
     if recipe.train_crop is None:
         raise ValueError(f"recipe {recipe.name} trains on the evaluation view, not on crops")
-    if encoder.input_kind != "sequence":
-        raise EvalInputError(
-            f"{encoder.inputs.run_dir}: recipe {recipe.name} crops raw sequences, but "
-            f"{encoder.inputs.run_config.method} reads the store's fixed-length inputs; use "
-            "--recipe crossclr or default")
+    check_recipe_fits(encoder, recipe)
     low, high = recipe.train_crop
     crop = TemporalCropResize(window=encoder.window, min_ratio=low, max_ratio=high,
-                              min_frames=recipe.min_crop_frames)
+                              min_frames=recipe.min_crop_frames or encoder.window)
     inputs = encoder.inputs
     dataset = SkeletonDataset(inputs.store.path, inputs.protocol, "train", kind="sequence",
                               mode="train", augment=crop, window=encoder.window, seed=seed)
@@ -171,6 +176,7 @@ def probe_run(encoder: FrozenEncoder, recipe: Recipe, config: LinearProbeConfig,
               progress: bool = False) -> tuple[LinearProbeResult, EmbeddingSplit]:
     """Train and score the recipe's probe on the run's frozen encoder; also return the
     evaluation-view features it was scored on."""
+    check_recipe_fits(encoder, recipe)
     split = encoded_split(encoder, progress=progress)
     batches = None
     if recipe.needs_run:

@@ -83,3 +83,54 @@ def make_run_dir(root: Path, name: str, seed: int, *, epochs: int = 10,
     (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (run / "checkpoints" / "last.pt").write_bytes(b"")
     return run
+
+
+# --- tiny pre-trained runs on a random-walk store (shared by the recipe and baseline tests) ---
+
+TINY_RUN_OVERRIDES = {
+    "cmd": ["data.num_workers=0", "engine.batch_size=8", "engine.knn_every=0",
+            "engine.threads=1", "model.queue_size=32", "model.topk=8",
+            "model.encoder_args.hidden_size=16"],
+    "i2md": ["data.num_workers=0", "engine.batch_size=8", "engine.knn_every=0",
+             "engine.threads=1", "model.queue_size=32", "model.topk=8", "model.neighbours=4",
+             "model.encoder_args.gcn_widths=[8,8,8]", "model.encoder_args.dim=16",
+             "model.encoder_args.layers=1", "model.encoder_args.heads=2",
+             "model.encoder_args.ffn_dim=32"],
+    "skeletonclr": ["data.num_workers=0", "engine.batch_size=8", "engine.knn_every=0",
+                    "engine.threads=1", "model.queue_size=32"],
+}
+
+
+@pytest.fixture(scope="session")
+def random_walk_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from skelkit.train.data import write_random_walk_store
+
+    root = tmp_path_factory.mktemp("eval-store")
+    return write_random_walk_store(root / "rw.zarr", classes=4, per_class=8, frames=(20, 40),
+                                   seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(random_walk_store: Path, tmp_path_factory: pytest.TempPathFactory):
+    """tiny_run(method, epochs) -> a run directory trained on the random-walk store (cached)."""
+    import torch
+
+    from skelkit.train.config import resolve_run_config
+    from skelkit.train.engine import method_class, train
+
+    made: dict[tuple[str, int], Path] = {}
+
+    def make(method: str, epochs: int) -> Path:
+        if (method, epochs) not in made:
+            torch.set_num_threads(1)
+            cfg = resolve_run_config(method, method_class(method), "tiny",
+                                     TINY_RUN_OVERRIDES[method],
+                                     {"data.store": str(random_walk_store),
+                                      "data.protocol": "xsub", "engine.epochs": epochs,
+                                      "engine.device": "cpu"})
+            run = tmp_path_factory.mktemp("runs") / f"{method}-{epochs}"
+            train(cfg, run, progress=False)
+            made[(method, epochs)] = run
+        return made[(method, epochs)]
+
+    return make
