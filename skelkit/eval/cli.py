@@ -386,12 +386,27 @@ def curves(run_dir: Path, out: Path) -> None:
 
 @main.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--csv", "as_csv", is_flag=True, help="CSV (percent, mean/std/n per protocol).")
-def report(run_dirs: tuple[Path, ...], as_csv: bool) -> None:
-    """Results table over run directories: mean ± std over runs differing only in seed."""
+@click.option("--layout", type=click.Choice(["runs", "paper"]), default="runs",
+              show_default=True,
+              help="runs: one row per configuration (mean ± std over seeds); paper: the papers' "
+                   "tables (rows = methods, columns = dataset x protocol, one table per "
+                   "evaluation).")
+@click.option("--published", is_flag=True,
+              help="paper layout: show the published numbers beside each method's row.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV instead of Markdown.")
+def report(run_dirs: tuple[Path, ...], layout: str, published: bool, as_csv: bool) -> None:
+    """Results table over run directories (and --record-dir baselines)."""
     from skelkit.eval.report import build_rows, csv_table, load_run, markdown_table
 
+    if published and layout != "paper":
+        raise EvalInputError("--published needs --layout paper")
     runs = [load_run(run_dir) for run_dir in run_dirs]
+    if layout == "paper":
+        from skelkit.eval.paper_table import build_paper_table, csv_paper, markdown_paper
+
+        table = build_paper_table(runs, published=published)
+        click.echo(csv_paper(table) if as_csv else markdown_paper(table), nl=not as_csv)
+        return
     rows = build_rows(runs)
     click.echo(csv_table(rows) if as_csv else markdown_table(rows), nl=not as_csv)
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from skelkit.eval.baselines import RAW_METHOD
 from skelkit.eval.errors import EvalInputError
 
 EVAL_FILE = "eval.jsonl"
@@ -33,6 +34,16 @@ NON_IDENTITY_KEYS = frozenset(
     {"seed", "device", "threads", "num_workers", "prefetch_factor", "start_method"}
 )
 KINDS = ("knn", "linear", "finetune")
+RAW_LABEL = "raw joints"
+
+
+def method_label(method: str, epochs: str) -> str:
+    """How a row names a run: the raw-joint baseline, a random-init run (0 epochs), a method."""
+    if method == RAW_METHOD:
+        return RAW_LABEL
+    if epochs == "0":
+        return f"{method} (random init)"
+    return method
 
 
 # --- writing records ------------------------------------------------------------------------
@@ -255,7 +266,8 @@ def markdown_table(rows: Iterable[ReportRow]) -> str:
     header = ["method", "dataset", "protocol", "epochs", "seed", "KNN", "linear", "fine-tune"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        method = f"{row.method} ({row.modality})" if row.modality else row.method
+        label = method_label(row.method, row.epochs)
+        method = f"{label} ({row.modality})" if row.modality else label
         cells = [
             method,
             row.dataset,
