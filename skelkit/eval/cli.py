@@ -125,7 +125,7 @@ _record_option = click.option(
     "--record/--no-record", default=True, show_default=True,
     help="Append the result to the run's (or --record-dir's) eval.jsonl.",
 )
-_progress_option = click.option("--progress/--no-progress", default=False, show_default=True,
+_progress_option = click.option("--progress/--no-progress", default=True, show_default=True,
                                 help="Progress bars (encoding, probe epochs) on stderr.")
 
 
@@ -195,7 +195,12 @@ def linear(recipe_name: str, epochs: int | None, lr: float | None, milestones: s
            **source_kwargs: Any) -> None:
     """Train a linear classifier on frozen train features; score the test side."""
     from skelkit.eval.features import feature_stats
-    from skelkit.eval.linear import BEST_LABEL, parse_milestones, train_linear_probe
+    from skelkit.eval.linear import (
+        BEST_LABEL,
+        parse_milestones,
+        progress_bar,
+        train_linear_probe,
+    )
     from skelkit.eval.recipes import resolve_recipe, with_overrides
 
     source = _open(source_kwargs, device)
@@ -220,9 +225,11 @@ def linear(recipe_name: str, epochs: int | None, lr: float | None, milestones: s
         source.split = split
     else:
         split = source.features()
-        result = train_linear_probe(
-            split.train_embedding, split.train_label, split.test_embedding, split.test_label,
-            config, num_classes=split.num_classes, device=_device(device), recipe=recipe.name)
+        with progress_bar(config.epochs, f"linear ({recipe.name})", progress) as bar:
+            result = train_linear_probe(
+                split.train_embedding, split.train_label, split.test_embedding,
+                split.test_label, config, num_classes=split.num_classes, device=_device(device),
+                recipe=recipe.name, progress=bar)
     _warn_near_constant(source.label, feature_stats(split.train_embedding), config.standardize)
     summary = {**result.as_dict(), "recipe_source": recipe.source, "source": source.kind}
     if deviations:

@@ -129,6 +129,13 @@ class LinearProbeResult:
         return out
 
 
+def progress_bar(epochs: int, desc: str, enabled: bool) -> Any:
+    """An epoch bar for a probe (stderr); a disabled one when ``enabled`` is False."""
+    from tqdm import tqdm
+
+    return tqdm(total=epochs, desc=desc, unit="epoch", disable=not enabled, dynamic_ncols=True)
+
+
 def parse_milestones(text: str) -> tuple[int, ...]:
     """'50,70' -> (50, 70); an empty string means no learning-rate drop."""
     parts = [part.strip() for part in text.split(",") if part.strip()]

@@ -17,11 +17,16 @@ import numpy as np
 import torch
 import yaml
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from skelkit.eval.errors import EmbeddingSplit, EvalInputError
 from skelkit.eval.finetune import FinetuneInputs, build_finetune_model, open_finetune_inputs
-from skelkit.eval.linear import Batches, LinearProbeConfig, LinearProbeResult, train_linear_probe
+from skelkit.eval.linear import (
+    Batches,
+    LinearProbeConfig,
+    LinearProbeResult,
+    progress_bar,
+    train_linear_probe,
+)
 from skelkit.eval.recipes import Recipe
 
 
@@ -166,10 +171,6 @@ def cropped_train_batches(encoder: FrozenEncoder, recipe: Recipe, config: Linear
             yield encoder.encode(batch["q"], batch["gamma"]), batch["label"].to(encoder.device)
 
     return epoch_batches
-
-
-def progress_bar(total: int, desc: str, enabled: bool) -> Any:
-    return tqdm(total=total, desc=desc, unit="epoch", disable=not enabled, dynamic_ncols=True)
 
 
 def probe_run(encoder: FrozenEncoder, recipe: Recipe, config: LinearProbeConfig, *,
