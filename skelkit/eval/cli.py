@@ -44,6 +44,9 @@ def _device(name: str) -> str:
 
 def _record(target: Path | None, record: dict[str, Any], enabled: bool) -> None:
     """Append the result to ``target``/eval.jsonl (a run or baseline directory)."""
+    if enabled and target is None and record.get("source") == "raw":
+        click.echo("skeleval: note: raw baseline not recorded; --record-dir DIR keeps it for "
+                   "`skeleval report`", err=True)
     if not enabled or target is None:
         return
     from skelkit.eval.report import append_eval_record
@@ -56,7 +59,7 @@ def _record(target: Path | None, record: dict[str, Any], enabled: bool) -> None:
     click.echo(f"skeleval: recorded in {written}", err=True)
 
 
-def _warn_near_constant(source_label: str, stats: Any, standardized: bool) -> None:
+def _warn_near_constant(source_label: str, stats: Any, standardized: bool | None) -> None:
     line = stats.warning(source_label)
     if line is None:
         return
