@@ -82,12 +82,22 @@ class Recipe:
         return out
 
 
-_CMD_PROBE = LinearProbeConfig(
-    epochs=80, lr=0.1, milestones=(50, 70), batch_size=64, momentum=0.9, nesterov=False,
-    weight_decay=0.0, standardize=False, init_std=0.01, drop_last=False, eval_every=5)
-_CROSSCLR_PROBE = LinearProbeConfig(
-    epochs=100, lr=3.0, milestones=(80,), batch_size=128, momentum=0.9, nesterov=False,
-    weight_decay=0.0, standardize=False, init_std=0.02, drop_last=True, eval_every=5)
+_CMD = Recipe(
+    name="cmd",
+    source="maoyunyao/CMD action_classification_cmd.py, script_action_classification_cmd.sh, "
+           "options/options_classification.py; action_retrieval_cmd.py (KNN)",
+    probe=LinearProbeConfig(
+        epochs=80, lr=0.1, milestones=(50, 70), batch_size=64, momentum=0.9, nesterov=False,
+        weight_decay=0.0, standardize=False, init_std=0.01, drop_last=False, eval_every=5),
+    train_crop=(0.5, 1.0), test_centre_crop=0.95, methods=("cmd",))
+_CROSSCLR = Recipe(
+    name="crossclr",
+    source="LinguoLi/CrosSCLR config/linear_eval/linear_eval_crossclr_3views_xview.yaml, "
+           "processor/linear_evaluation.py, processor/processor.py",
+    probe=LinearProbeConfig(
+        epochs=100, lr=3.0, milestones=(80,), batch_size=128, momentum=0.9, nesterov=False,
+        weight_decay=0.0, standardize=False, init_std=0.02, drop_last=True, eval_every=5),
+    methods=("crossclr", "skeletonclr"))
 
 RECIPES: dict[str, Recipe] = {
     "default": Recipe(
@@ -95,28 +105,16 @@ RECIPES: dict[str, Recipe] = {
         source="skelkit: I²MD §4.3.1's schedule, batch 256, train-side standardisation",
         probe=LinearProbeConfig(epochs=80, lr=0.1, milestones=(50, 70), batch_size=256,
                                 standardize=True)),
-    "cmd": Recipe(
-        name="cmd",
-        source="maoyunyao/CMD action_classification_cmd.py, script_action_classification_cmd.sh,"
-               " options/options_classification.py; action_retrieval_cmd.py (KNN)",
-        probe=_CMD_PROBE, train_crop=(0.5, 1.0), test_centre_crop=0.95,
-        methods=("cmd",)),
-    "i2md": Recipe(
-        name="i2md",
+    "cmd": _CMD,
+    "i2md": dataclasses.replace(
+        _CMD, name="i2md", methods=("i2md",),
         source="I²MD §4.3.1 (80 epochs, lr 0.1, x0.1 at 50 and 70); the rest as CMD's scripts "
-               "(I²MD code unpublished)",
-        probe=_CMD_PROBE, train_crop=(0.5, 1.0), test_centre_crop=0.95,
-        methods=("i2md",)),
-    "crossclr": Recipe(
-        name="crossclr",
-        source="LinguoLi/CrosSCLR config/linear_eval/linear_eval_crossclr_3views_xview.yaml, "
-               "processor/linear_evaluation.py, processor/processor.py",
-        probe=_CROSSCLR_PROBE, methods=("crossclr", "skeletonclr")),
-    "ikem": Recipe(
-        name="ikem",
+               "(I²MD code unpublished)"),
+    "crossclr": _CROSSCLR,
+    "ikem": dataclasses.replace(
+        _CROSSCLR, name="ikem", methods=("ikem", "ikem-student"),
         source="desehuileng0o0/IKEM config/crossclr_6views/le_crossclr_6views.yaml and "
-               "le_ts_crossclr_6views.yaml (base_lr 3.0; the paper's text says 0.1)",
-        probe=_CROSSCLR_PROBE, methods=("ikem", "ikem-student")),
+               "le_ts_crossclr_6views.yaml (base_lr 3.0; the paper's text says 0.1)"),
 }
 AUTO = "auto"
 

@@ -52,6 +52,22 @@ def make_run():
 
 
 @pytest.fixture
+def sgd_learning_rates(monkeypatch) -> list[float]:
+    """The learning rate of every SGD step taken while the test runs, in order."""
+    import torch
+
+    seen: list[float] = []
+    original_step = torch.optim.SGD.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return original_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", spy)
+    return seen
+
+
+@pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
