@@ -74,11 +74,20 @@ def knn_top1(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_
     return hits / max(len(b), 1)
 
 
+def embed_view(cfg: Any) -> Any:
+    """The un-augmented view a run's encoder is evaluated on (``skeltrain embed``, the KNN
+    monitor, fine-tuning): its method's ``evaluation_view`` under the run's model config, e.g.
+    CMD's centre crop in reference fidelity. A picklable function of one sample (3, T, V, M)."""
+    from skelkit.train.engine import method_class
+
+    return method_class(cfg.method).evaluation_view(cfg.model, cfg.data.window)
+
+
 def side_loader(store: str, protocol: str, side: str, *, kind: str, window: int, batch_size: int,
                 num_workers: int, start_method: str, pin_memory: bool, seed: int = 0,
-                modality: str = "joint") -> tuple[Any, SkeletonDataset]:
+                modality: str = "joint", view: Any = None) -> tuple[Any, SkeletonDataset]:
     dataset = SkeletonDataset(store, protocol, side, kind=kind, mode="embed", window=window,
-                              seed=seed, modality=modality)
+                              seed=seed, modality=modality, view=view)
     loader, _ = make_loader(dataset, batch_size=batch_size, shuffle=False, seed=seed,
                             drop_last=False, num_workers=num_workers, start_method=start_method,
                             pin_memory=pin_memory)
@@ -121,7 +130,8 @@ def export_embeddings(run_dir: str | Path, out: str | Path, *, checkpoint: str |
         loader, dataset = side_loader(
             cfg.data.store, cfg.data.protocol, side, kind=method.input_kind,
             window=cfg.data.window, batch_size=bs, num_workers=workers,
-            start_method=cfg.data.start_method, pin_memory=dev.type == "cuda")
+            start_method=cfg.data.start_method, pin_memory=dev.type == "cuda",
+            view=embed_view(cfg))
         emb, rows = compute_embeddings(method, loader, modality, dev, progress=progress,
                                        desc=f"embed {side}", combine=combine)
         position = {int(r): i for i, r in enumerate(dataset.meta.indices)}
