@@ -106,12 +106,21 @@ def resolve_checkpoint(run_dir: Path, checkpoint: str | Path | None) -> Path:
 def export_embeddings(run_dir: str | Path, out: str | Path, *, checkpoint: str | Path | None = None,
                       modality: str = "joint", device: str = "auto", batch_size: int | None = None,
                       num_workers: int | None = None, progress: bool = True,
-                      combine: str = "mean") -> dict[str, Any]:
-    """Encode the train and test sides of the run's protocol and write DESIGN.md §4's HDF5."""
-    from skelkit.train.engine import build_method, load_run_config, resolve_device
+                      combine: str = "mean", store: str | None = None,
+                      protocol: str | None = None) -> dict[str, Any]:
+    """Encode the train and test sides of the run's protocol (or of ``store``/``protocol``,
+    e.g. for an imported run) and write DESIGN.md §4's HDF5."""
+    from skelkit.train.engine import TrainInputError, build_method, load_run_config, resolve_device
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
+    if store is not None:
+        cfg.data.store = str(store)
+    if protocol is not None:
+        cfg.data.protocol = protocol
+    if not cfg.data.store or not cfg.data.protocol:
+        raise TrainInputError(f"{run_dir}: the run names no store/protocol; pass --store and "
+                              "--protocol")
     ckpt_path = resolve_checkpoint(run_dir, checkpoint)
     ckpt = load_checkpoint(ckpt_path)
     if ckpt["method"] != cfg.method:

@@ -50,8 +50,8 @@ GRU_DIRECTIONS = Switch(
         "over the whole sequence (fused, no per-frame loop); paper: a true bidirectional GRU")
 POOL = Switch(
     "pool", reference="last", paper="final",
-    doc="the feature is the top layer's output at the last frame (moco/GRU.py line 74, "
-        "BIGRU.forward); paper: the final state of each direction. `mean`: mean over frames")
+    doc="the feature is the top layer's output at the last frame (moco/GRU.py BIGRU, lines "
+        "52-76); paper: the final state of each direction. `mean`: mean over frames")
 INIT = Switch(
     "init", reference="xavier_children", paper="xavier_gru",
     doc="Xavier-uniform on every 2-D parameter of the encoder's children, the head's last "
