@@ -112,3 +112,13 @@ def test_published_and_tiny_configs() -> None:
     assert resolve_run_config("cmd", CMD, "cmd/utd-mhad").model.fidelity == "paper"
     with pytest.raises(ConfigError):
         resolve_run_config("cmd", CMD, "cmd/tiny", ["model.switches.pool=max"])
+
+
+def test_the_readme_lists_every_switch() -> None:
+    """Reproducing the papers: one row per CMD switch with its two values."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for switch in REGISTRY["cmd"].switches.values():
+        row = f"| `{switch.name}` | `{switch.reference}` | `{switch.paper}` |"
+        assert row in readme, row

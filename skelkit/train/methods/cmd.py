@@ -47,21 +47,25 @@ GRU_DIRECTIONS = Switch(
     "gru_directions", reference="forward", paper="bidirectional",
     doc="the GRU is called once per frame on a length-1 sequence (moco/GRU.py lines 30-49), so "
         "the reverse weights of every layer also run forward in time; here both run forward "
-        "over the whole sequence (fused, no per-frame loop); paper: a true bidirectional GRU")
+        "over the whole sequence (fused, no per-frame loop); paper: a true bidirectional GRU",
+    choices=("forward", "bidirectional"))
 POOL = Switch(
     "pool", reference="last", paper="final",
     doc="the feature is the top layer's output at the last frame (moco/GRU.py BIGRU, lines "
-        "52-76); paper: the final state of each direction. `mean`: mean over frames")
+        "52-76); paper: the final state of each direction. `mean`: mean over frames",
+    choices=("last", "final", "mean"))
 INIT = Switch(
     "init", reference="xavier_children", paper="xavier_gru",
     doc="Xavier-uniform on every 2-D parameter of the encoder's children, the head's last "
         "Linear included (moco/builder_cmd.py lines 13-20, applied before the MLP's first "
-        "Linear is added, which keeps PyTorch's default); paper: the GRU's matrices only")
+        "Linear is added, which keeps PyTorch's default); paper: the GRU's matrices only",
+    choices=("xavier_children", "xavier_gru"))
 EVAL_VIEW = Switch(
     "eval_view", reference="centre_crop", paper="resize",
     doc="downstream input: the first 300 frames, the centre 95 % of them resized to the "
         "window (feeder/feeder_downstream.py lines 70-98, feeder/augmentations.py lines "
-        "99-113); paper: the whole sequence resized")
+        "99-113); paper: the whole sequence resized",
+    choices=("centre_crop", "resize"))
 CMD_SWITCHES = SwitchTable("cmd", GRU_DIRECTIONS, POOL, INIT, EVAL_VIEW)
 
 
@@ -123,15 +127,6 @@ class CMDConfig(MethodConfig):
         if self.encoder == "bigru" and {"pool", "directions"} & set(self.encoder_args):
             raise ValueError("encoder_args: CMD sets the BiGRU's pool and directions from its "
                              "switches; use model.switches.pool / model.switches.gru_directions")
-        behaviour = self.behaviour()
-        choices = {"gru_directions": ("forward", "bidirectional"),
-                   "pool": ("last", "final", "mean"),
-                   "init": ("xavier_children", "xavier_gru"),
-                   "eval_view": ("centre_crop", "resize")}
-        for name, allowed in choices.items():
-            if getattr(behaviour, name, allowed[0]) not in allowed:
-                raise ValueError(f"switches.{name}: one of {', '.join(allowed)}, got "
-                                 f"{getattr(behaviour, name)!r}")
 
 
 def cross_modal_distillation_terms(
