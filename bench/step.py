@@ -86,6 +86,8 @@ def main() -> None:
     parser.add_argument("--topk", type=int, default=8192)
     parser.add_argument("--repeats", type=int, default=2, help="timed steps after one warm-up")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--paper", action="store_true",
+                        help="also time paper fidelity (a true bidirectional nn.GRU, one call)")
     args = parser.parse_args()
     if args.quick:
         args.batch, args.frames, args.hidden, args.queue, args.topk = 8, 16, 64, 256, 64
@@ -104,9 +106,15 @@ def main() -> None:
     check_equal(fused, loop, batches[0])
     use_authors_loop(loop)
 
-    times: dict[str, list[float]] = {"fused": [], "loop": []}
-    for i, batch in enumerate(batches):  # alternate, so both see the same machine load
-        for name, model in (("fused", fused), ("loop", loop)):
+    models = {"fused": fused, "loop": loop}
+    if args.paper:  # same weights, the paper's encoder (another computation: other losses)
+        models["paper"] = copy.deepcopy(fused)
+        for module in models["paper"].modules():
+            if isinstance(module, BiGRU):
+                module.directions = "bidirectional"
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for i, batch in enumerate(batches):  # alternate, so all see the same machine load
+        for name, model in models.items():
             seconds, loss = step(model, batch)
             times[name].append(seconds)
             print(f"  step {i}{' (warm-up)' if i == 0 else ''} {name}: {seconds:.2f} s, "
@@ -120,6 +128,10 @@ def main() -> None:
     print(f"fused both-forward BiGRU: {fused_s:.2f} s/step")
     print(f"authors' per-frame loop:  {loop_s:.2f} s/step")
     print(f"ratio (loop / fused): {loop_s / fused_s:.2f}x")
+    if args.paper:
+        paper_s = statistics.median(times["paper"][1:] or times["paper"])
+        print(f"paper fidelity (bidirectional nn.GRU): {paper_s:.2f} s/step "
+              f"(fused / paper {fused_s / paper_s:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,12 @@ frame difference x_{t+1} - x_t (zero last frame, no time scale: views are crop-r
 variable-length sequences, so no gamma applies); bone is x_v - x_parent(v) on CMD's own tree
 (``bone_tree: cmd``: the NTU tree with hand joints (22,23) (23,8) (24,25) (25,12), and a zero
 self-loop at joint 21) or on the store layout's tree with its torso normal (``bone_tree: layout``).
+
+Where the authors' code (maoyunyao/CMD) computes something else than the paper's text, the
+difference is a switch of ``CMD_SWITCHES`` (``fidelity: reference`` takes the code's side): the
+encoder's directions and pooling, the initialisation, the downstream view. The step itself (keys
+after the momentum update, InfoNCE against the queue before the enqueue, the six KL terms on the
+teacher's top-k, the unweighted sum) is the same in both and is checked against the goldens.
 """
 
 from __future__ import annotations
