@@ -211,16 +211,19 @@ class CMD(Method):
         terms.update(cross_modal_distillation_terms(out.z_k, out.z_q, out.bank, cfg))
         return terms
 
+    within_log: ClassVar[str] = "scl"
+    """Log name of the sum of the within-modality terms (everything but the ``md/`` terms)."""
+
     def objective(self, terms: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
-        """Sum of the InfoNCE terms + cmd_weight x sum of the KL terms (the reference's total,
-        ``pretrain_moco_cmd.py`` line 246)."""
+        """Sum of the within-modality terms + cmd_weight x sum of the KL terms: CMD's total
+        (``pretrain_moco_cmd.py`` line 246), I²MD Eq. 10 with its Eq. 9 terms."""
         cfg: CMDConfig = self.cfg  # type: ignore[assignment]
         zero = next(iter(terms.values())).new_zeros((), dtype=torch.float32)
-        scl = sum((t for n, t in terms.items() if n.startswith("scl/")), zero)
+        within = sum((t for n, t in terms.items() if not n.startswith("md/")), zero)
         distill = sum((t for n, t in terms.items() if n.startswith("md/")), zero)
-        loss = scl + cfg.cmd_weight * distill
+        loss = within + cfg.cmd_weight * distill
         logs = {name: float(t.detach()) for name, t in terms.items()}
-        logs.update({"loss": float(loss.detach()), "scl": float(scl.detach()),
+        logs.update({"loss": float(loss.detach()), self.within_log: float(within.detach()),
                      "cmd": float(distill.detach())})
         return loss, logs
 

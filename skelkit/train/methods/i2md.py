@@ -91,6 +91,7 @@ class I2MD(CMD):
     name: ClassVar[str] = "i2md"
     Config: ClassVar[type[MethodConfig]] = I2MDConfig
     input_kind: ClassVar[str] = "sequence"
+    within_log: ClassVar[str] = "intra"  # sum of the per-modality L_intra (Eq. 9)
 
     def __init__(self, cfg: I2MDConfig, layout: Layout, num_bodies: int = 2) -> None:
         super().__init__(cfg, layout, num_bodies)
@@ -169,18 +170,6 @@ class I2MD(CMD):
                 {m: e.z_k for m, e in emb.items()}, {m: e.z_q for m, e in emb.items()},
                 {m: e.bank for m, e in emb.items()}, cfg))
         return terms
-
-    def objective(self, terms: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
-        """I²MD Eq. 10: sum of the per-modality L_intra (Eq. 9) plus lambda_1 * L_CMD."""
-        cfg: I2MDConfig = self.cfg  # type: ignore[assignment]
-        zero = next(iter(terms.values())).new_zeros(())
-        intra = sum((t for n, t in terms.items() if not n.startswith("md/")), zero)
-        cmd = sum((t for n, t in terms.items() if n.startswith("md/")), zero)
-        loss = intra + cfg.cmd_weight * cmd
-        logs = {name: float(t.detach()) for name, t in terms.items()}
-        logs.update(loss=float(loss.detach()), intra=float(intra.detach()),
-                    cmd=float(cmd.detach()))
-        return loss, logs
 
     def enqueue(self, emb: dict[str, ModalityEmbeddings]) -> None:
         self.moco_enqueue(MoCoOutputs(z_k={m: e.z_k for m, e in emb.items()},
