@@ -1,12 +1,14 @@
-"""CMD training-step time: full-sequence BiGRU against a per-timestep Python loop (same weights).
+"""CMD training-step time: the reference-mode BiGRU (both weight sets forward in time, fused over
+the whole sequence) against the authors' loop (``moco/GRU.py`` of maoyunyao/CMD: the GRU called
+once per frame, carrying its hidden state), on the same weights and batches, side by side.
 
-One step = forward of the three query and three key encoders, the SCL and CMD losses, and the
-backward pass. Both variants start from identical copies of one model; the script asserts that
-their encoder outputs (and losses) agree to 1e-5 before timing.
+One step = forward of the three query and three key encoders, the InfoNCE and six KL terms, and
+the backward pass. Before timing, the script checks on the first batch that both give the same
+features, loss and gradients and prints the max |diff| of each.
 
-    python bench/step.py            # the paper's sizes: batch 64, 64 frames, hidden 1024, 3 layers
-    python bench/step.py --quick    # small sizes, seconds
-    python bench/step.py --batch 64 --hidden 256 --threads 2
+    python bench/step.py                  # the published size: batch 64, 64 frames, 3 x 1024
+    python bench/step.py --batch 8        # the same model on a smaller batch (slow CPUs)
+    python bench/step.py --quick          # batch 8, 16 frames, hidden 64: seconds
 """
 
 from __future__ import annotations
@@ -23,16 +25,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from skelkit.store import NTU25
-from skelkit.train.encoders.bigru import BiGRU, gru_stepwise, pool_gru
+from skelkit.train.encoders.bigru import BiGRU, gru_per_frame_calls, pool_gru
 from skelkit.train.methods import CMD
 
 
-def use_stepwise_loop(model: torch.nn.Module) -> None:
-    """Make every BiGRU in ``model`` run its GRU as a per-timestep Python loop."""
+def use_authors_loop(model: torch.nn.Module) -> None:
+    """Make every BiGRU in ``model`` run the authors' per-frame loop over its own GRU."""
     for module in model.modules():
         if isinstance(module, BiGRU):
             def forward(x: torch.Tensor, enc: BiGRU = module) -> torch.Tensor:
-                return pool_gru(*gru_stepwise(enc.gru, enc.flatten(x)), enc.pool)
+                output = gru_per_frame_calls(enc.gru, enc.flatten(x))
+                return pool_gru(output, output.new_zeros(0), enc.pool)
             module.forward = forward  # type: ignore[method-assign]
 
 
@@ -43,19 +46,33 @@ def make_batch(batch: int, frames: int, seed: int) -> dict[str, torch.Tensor]:
             "gamma": torch.ones(batch)}
 
 
-def time_steps(model: CMD, batches: list[dict[str, torch.Tensor]],
-               label: str) -> tuple[list[float], float]:
-    times, last = [], 0.0
-    for i, batch in enumerate(batches):
-        model.zero_grad(set_to_none=True)
-        start = time.perf_counter()
-        loss, _ = model.training_step(batch, epoch=0)
-        loss.backward()
-        times.append(time.perf_counter() - start)
-        last = float(loss.detach())
-        print(f"  {label} step {i}{' (warm-up)' if i == 0 else ''}: {times[-1]:.3f} s",
-              flush=True)
-    return times, last
+def step(model: CMD, batch: dict[str, torch.Tensor]) -> tuple[float, float]:
+    """(seconds, loss) of one training step with its backward pass."""
+    model.zero_grad(set_to_none=True)
+    start = time.perf_counter()
+    loss, _ = model.training_step(batch, epoch=0)
+    loss.backward()
+    return time.perf_counter() - start, float(loss.detach())
+
+
+def check_equal(fused: CMD, loop: CMD, batch: dict[str, torch.Tensor]) -> None:
+    """Features, loss and every gradient of one step, on copies (the timed models stay fresh)."""
+    a, b = copy.deepcopy(fused), copy.deepcopy(loop)
+    use_authors_loop(b)
+    with torch.no_grad():
+        feats = max(float((a.encoder(m).eval()(a.derive_input(batch["q"], None, m))
+                           - b.encoder(m).eval()(b.derive_input(batch["q"], None, m))).abs().max())
+                    for m in a.modalities)
+    a.train()
+    b.train()
+    _, loss_a = step(a, batch)
+    _, loss_b = step(b, batch)
+    grads = max(float((p.grad - q.grad).abs().max()) for p, q in
+                zip(a.parameters(), b.parameters(), strict=True) if p.grad is not None)
+    print(f"  same weights, same batch: max|diff| features {feats:.1e}, loss "
+          f"{abs(loss_a - loss_b):.1e}, gradients {grads:.1e}", flush=True)
+    assert feats < 1e-4 and abs(loss_a - loss_b) < 1e-4 * max(1.0, abs(loss_a)), (feats, loss_a,
+                                                                                  loss_b)
 
 
 def main() -> None:
@@ -69,6 +86,8 @@ def main() -> None:
     parser.add_argument("--topk", type=int, default=8192)
     parser.add_argument("--repeats", type=int, default=2, help="timed steps after one warm-up")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--paper", action="store_true",
+                        help="also time paper fidelity (a true bidirectional nn.GRU, one call)")
     args = parser.parse_args()
     if args.quick:
         args.batch, args.frames, args.hidden, args.queue, args.topk = 8, 16, 64, 256, 64
@@ -77,37 +96,42 @@ def main() -> None:
 
     torch.manual_seed(0)
     cfg = CMD.Config.from_dict({
+        "fidelity": "reference",
         "encoder_args": {"hidden_size": args.hidden, "num_layers": args.layers},
         "queue_size": args.queue, "topk": args.topk,
     })
-    full = CMD(cfg, NTU25)
-    loop = copy.deepcopy(full)
-    use_stepwise_loop(loop)
-
-    # Same weights, same input: the encoders must agree before any timing means anything.
-    probe = make_batch(min(args.batch, 8), args.frames, seed=1)["q"]
-    with torch.no_grad():
-        for m in full.modalities:
-            a = full.encoder(m).eval()(full.derive_input(probe, None, m))
-            b = loop.encoder(m).eval()(loop.derive_input(probe, None, m))
-            err = (a - b).abs().max().item()
-            assert err <= 1e-5, f"{m}: full-sequence and loop outputs differ by {err:.2e}"
-            print(f"  {m} encoder: max |full - loop| = {err:.1e}", flush=True)
-    full.train()
-    loop.train()
-
+    fused = CMD(cfg, NTU25).train()
+    loop = copy.deepcopy(fused)
     batches = [make_batch(args.batch, args.frames, seed=10 + i) for i in range(args.repeats + 1)]
-    t_full, loss_full = time_steps(full, batches, "full-sequence")
-    t_loop, loss_loop = time_steps(loop, batches, "per-timestep loop")
-    assert abs(loss_full - loss_loop) <= 1e-4 * max(1.0, abs(loss_full)), (loss_full, loss_loop)
+    check_equal(fused, loop, batches[0])
+    use_authors_loop(loop)
 
-    full_s, loop_s = statistics.median(t_full[1:]), statistics.median(t_loop[1:])
-    print(f"CMD step, batch {args.batch}, {args.frames} frames, hidden {args.hidden}, "
-          f"{args.layers} layers, queue {args.queue}, K_c {args.topk}, "
-          f"{torch.get_num_threads()} threads, device cpu")
-    print(f"full-sequence BiGRU: {full_s:.3f} s/step")
-    print(f"per-timestep loop:   {loop_s:.3f} s/step")
-    print(f"ratio (loop / full): {loop_s / full_s:.2f}x")
+    models = {"fused": fused, "loop": loop}
+    if args.paper:  # same weights, the paper's encoder (another computation: other losses)
+        models["paper"] = copy.deepcopy(fused)
+        for module in models["paper"].modules():
+            if isinstance(module, BiGRU):
+                module.directions = "bidirectional"
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for i, batch in enumerate(batches):  # alternate, so all see the same machine load
+        for name, model in models.items():
+            seconds, loss = step(model, batch)
+            times[name].append(seconds)
+            print(f"  step {i}{' (warm-up)' if i == 0 else ''} {name}: {seconds:.2f} s, "
+                  f"loss {loss:.4f}", flush=True)
+
+    fused_s = statistics.median(times["fused"][1:] or times["fused"])
+    loop_s = statistics.median(times["loop"][1:] or times["loop"])
+    print(f"CMD step (reference fidelity), batch {args.batch}, {args.frames} frames, hidden "
+          f"{args.hidden}, {args.layers} layers, queue {args.queue}, K_c {args.topk}, "
+          f"{torch.get_num_threads()} threads, cpu")
+    print(f"fused both-forward BiGRU: {fused_s:.2f} s/step")
+    print(f"authors' per-frame loop:  {loop_s:.2f} s/step")
+    print(f"ratio (loop / fused): {loop_s / fused_s:.2f}x")
+    if args.paper:
+        paper_s = statistics.median(times["paper"][1:] or times["paper"])
+        print(f"paper fidelity (bidirectional nn.GRU): {paper_s:.2f} s/step "
+              f"(fused / paper {fused_s / paper_s:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ together with cross-entropy on the train side of a protocol, then scored on its 
 Choices the papers leave open, made here:
 
 - Inputs are the un-augmented views the embedding export uses (``SkeletonDataset`` in ``embed``
-  mode: sequence methods get the whole valid sequence resized to the run's window, fixed-length
-  methods the store's 50 frames); ``augment=True`` uses the run's own pre-training augmentation
+  mode with the run's ``embed_view``: sequence methods get the whole valid sequence resized to
+  the run's window, CMD in reference fidelity its centre crop, fixed-length methods the store's
+  50 frames); ``augment=True`` uses the run's own pre-training augmentation
   (its first view) instead. The derived modality comes from the method's ``derive_input``, the
   same path ``embed`` takes.
 - Semi-supervised subsets keep ``round(fraction * n_c)`` samples of every class c, at least one;
@@ -322,6 +323,7 @@ class _Positions(torch.utils.data.Dataset):
 
 def side_dataset(inputs: FinetuneInputs, side: str, *, augment: bool, seed: int) -> Any:
     from skelkit.train.data import SkeletonDataset, build_augment
+    from skelkit.train.embed import embed_view
     from skelkit.train.engine import method_class
 
     cfg = inputs.run_config
@@ -331,7 +333,7 @@ def side_dataset(inputs: FinetuneInputs, side: str, *, augment: bool, seed: int)
                                augment=build_augment(cfg.data.augment), window=cfg.data.window,
                                seed=seed)
     return SkeletonDataset(inputs.store.path, inputs.protocol, side, kind=kind, mode="embed",
-                           window=cfg.data.window, seed=seed)
+                           window=cfg.data.window, seed=seed, view=embed_view(cfg))
 
 
 def _loader(dataset: Any, *, batch_size: int, shuffle: bool, seed: int, drop_last: bool,

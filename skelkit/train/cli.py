@@ -1,4 +1,6 @@
-"""``skeltrain``: pre-train a method on a store (``run``) and export frozen embeddings (``embed``).
+"""``skeltrain``: pre-train a method on a store (``run``), export frozen embeddings (``embed``),
+turn an authors' released checkpoint into a run (``import``), list the fidelity switches
+(``switches``).
 
 Exit codes: 0 success, 2 bad input (one line on stderr), 3 the loss became NaN/inf.
 """
@@ -45,6 +47,17 @@ def main() -> None:
     """Self-supervised pre-training on a skelkit store."""
 
 
+def _switch_tables(method: str | None = None) -> str:
+    """Every method's switch table (``fidelity: reference`` vs ``paper``), as Markdown."""
+    from skelkit.train.fidelity import REGISTRY
+    from skelkit.train.methods import METHODS
+
+    names = [method] if method else list(METHODS)
+    tables = [REGISTRY[n].describe() if n in REGISTRY
+              else f"{n}: no switches declared" for n in names]
+    return "\n\n".join(tables)
+
+
 @main.command("run")
 @click.argument("method")
 @click.option("--store", type=str, default=None, help="Store (.zarr) to train on.")
@@ -68,7 +81,14 @@ def run_command(method: str, store: str | None, protocol: str | None, config: st
                 overrides: tuple[str, ...], epochs: int | None, batch_size: int | None,
                 device: str | None, run_dir: Path | None, resume: Path | None, seed: int | None,
                 workers: int | None, no_progress: bool, teacher: Path | None) -> None:
-    """Pre-train METHOD (e.g. cmd, skeletonclr) on a store."""
+    """Pre-train METHOD (e.g. cmd, skeletonclr) on a store.
+
+    \b
+    model.fidelity: `reference` computes what the authors' code computes (the published configs
+    of cmd, crossclr, ikem, ikem-student), `paper` follows the papers' equations. Each
+    difference is a named switch; override one with --set model.switches.NAME=VALUE.
+    `skeltrain switches [METHOD]` lists them with the reference's file and line.
+    """
     from skelkit.train.distributed import shutdown_distributed
     from skelkit.train.engine import NonFiniteLossError, TrainInputError, method_class, train
 
@@ -113,6 +133,54 @@ def run_command(method: str, store: str | None, protocol: str | None, config: st
             click.echo(f"run {result.run_dir}: {result.epochs} epochs, checkpoint {result.last_checkpoint}")
 
 
+@main.command("switches")
+@click.argument("method", required=False)
+def switches_command(method: str | None) -> None:
+    """List the fidelity switches of METHOD (default: every method): the reference value, the
+    paper value and what the authors' code does, with file and line."""
+    from skelkit.train.methods import METHODS
+
+    if method is not None and method not in METHODS:
+        _fail(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    click.echo(_switch_tables(method))
+
+
+@main.command("import")
+@click.option("--from", "fmt", type=click.Choice(["cmd", "crossclr", "ikem", "ikem-student"]),
+              required=True, help="Whose checkpoint: CMD's MoCo, or the IKEM repository's "
+              "CrosSCLR / IKEM / IKEM-student processors.")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--run-dir", type=click.Path(path_type=Path), required=True,
+              help="Run directory to write (must not hold a run yet).")
+@click.option("--config", "config", type=str, default=None,
+              help="Packaged name or YAML file (default: <method>/ntu60); the checkpoint's "
+              "shapes set the model sizes.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config value, e.g. --set model.topk=8.")
+@click.option("--store", type=str, default=None, help="Store the run evaluates on (data.store).")
+@click.option("--protocol", type=str, default=None, help="Split protocol (data.protocol).")
+def import_command(fmt: str, checkpoint: Path, run_dir: Path, config: str | None,
+                   overrides: tuple[str, ...], store: str | None, protocol: str | None) -> None:
+    """Turn an authors' released CHECKPOINT into a skelkit run directory.
+
+    Read with torch.load(weights_only=True): a file that needs arbitrary unpickling is refused
+    (exit 2), never executed. `skeltrain embed`, `skeleval` and `skeleval finetune` then use the
+    run like any other.
+    """
+    from skelkit.train.engine import TrainInputError
+    from skelkit.train.importers import ImportInputError, import_checkpoint
+
+    try:
+        summary = import_checkpoint(fmt, checkpoint, run_dir, config=config,
+                                    overrides=list(overrides), store=store, protocol=protocol)
+    except (ImportInputError, ConfigError, StoreError, CheckpointError, TrainInputError) as exc:
+        _fail(str(exc))
+    else:
+        click.echo(f"run {summary['run_dir']}: {summary['method']} weights from {checkpoint} "
+                   f"(epoch {summary['epoch']}, {summary['tensors']} tensors), checkpoint "
+                   f"{summary['checkpoint']}")
+
+
 @main.command("embed")
 @click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True,
               help="Run directory written by `skeltrain run`.")
@@ -127,10 +195,13 @@ def run_command(method: str, store: str | None, protocol: str | None, config: st
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--workers", type=int, default=None)
+@click.option("--store", type=str, default=None,
+              help="Encode this store instead of the run's (same layout).")
+@click.option("--protocol", type=str, default=None, help="Split protocol instead of the run's.")
 @click.option("--no-progress", is_flag=True)
 def embed_command(run_dir: Path, checkpoint: str | None, modality: str, combine: str, out: Path,
-                  device: str, batch_size: int | None, workers: int | None,
-                  no_progress: bool) -> None:
+                  device: str, batch_size: int | None, workers: int | None, store: str | None,
+                  protocol: str | None, no_progress: bool) -> None:
     """Write frozen train/test embeddings of a run (DESIGN.md §4 HDF5)."""
     from skelkit.train.embed import export_embeddings
     from skelkit.train.engine import TrainInputError
@@ -138,7 +209,8 @@ def embed_command(run_dir: Path, checkpoint: str | None, modality: str, combine:
     try:
         summary = export_embeddings(run_dir, out, checkpoint=checkpoint, modality=modality,
                                     device=device, batch_size=batch_size, num_workers=workers,
-                                    progress=not no_progress, combine=combine)
+                                    progress=not no_progress, combine=combine,
+                                    store=store, protocol=protocol)
     except (TrainInputError, ConfigError, StoreError, CheckpointError, EmbeddingFileError,
             ValueError) as exc:
         _fail(str(exc))

@@ -22,6 +22,7 @@ from skelkit.store.reader import Store, open_store
 from skelkit.train.augment import build_augmentations, resize_linear
 
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+View = Callable[[np.ndarray], np.ndarray]
 INPUT_KINDS = ("sequence", "fixed")
 
 
@@ -60,14 +61,15 @@ class SkeletonDataset(Dataset):
     """One protocol side of a store.
 
     ``mode="train"``: two augmented views ``q``, ``k`` (3, T, V, M) per sample. ``mode="embed"``:
-    one un-augmented view ``x``: for ``kind="sequence"`` the whole valid raw sequence resized to
-    ``window`` frames, for ``kind="fixed"`` the store's fixed-length joints. Keys are positions in
-    the side (0..len-1) or ``(position, epoch)`` pairs from :class:`EpochSampler`.
+    one un-augmented view ``x``: ``view`` of the sample (a method's ``evaluation_view``, e.g.
+    CMD's centre crop); without one, for ``kind="sequence"`` the whole valid raw sequence resized
+    to ``window`` frames, for ``kind="fixed"`` the store's fixed-length joints. Keys are
+    positions in the side (0..len-1) or ``(position, epoch)`` pairs from :class:`EpochSampler`.
     """
 
     def __init__(self, store_path: str | Path, protocol: str, side: str, *, kind: str,
                  mode: str = "train", augment: Augment | None = None, window: int = 64,
-                 seed: int = 0, modality: str = "joint") -> None:
+                 seed: int = 0, modality: str = "joint", view: View | None = None) -> None:
         if kind not in INPUT_KINDS:
             raise ValueError(f"input kind must be one of {INPUT_KINDS}, not {kind!r}")
         if mode not in ("train", "embed"):
@@ -75,6 +77,7 @@ class SkeletonDataset(Dataset):
         self.store_path = str(store_path)
         self.protocol, self.side, self.kind, self.mode = protocol, side, kind, mode
         self.augment = augment
+        self.view = view
         self.window = int(window)
         self.seed = int(seed)
         self.modality = modality
@@ -130,7 +133,10 @@ class SkeletonDataset(Dataset):
             "label": int(self.meta.labels[pos]),
         }
         if self.mode == "embed":
-            item["x"] = resize_time(x, self.window) if self.kind == "sequence" else x
+            if self.view is not None:
+                item["x"] = np.ascontiguousarray(self.view(x), dtype=np.float32)
+            else:
+                item["x"] = resize_time(x, self.window) if self.kind == "sequence" else x
             return item
         rng = np.random.default_rng([self.seed, epoch, row])
         aug = self.augment or (lambda a, _r: a)

@@ -74,11 +74,20 @@ def knn_top1(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_
     return hits / max(len(b), 1)
 
 
+def embed_view(cfg: Any) -> Any:
+    """The un-augmented view a run's encoder is evaluated on (``skeltrain embed``, the KNN
+    monitor, fine-tuning): its method's ``evaluation_view`` under the run's model config, e.g.
+    CMD's centre crop in reference fidelity. A picklable function of one sample (3, T, V, M)."""
+    from skelkit.train.engine import method_class
+
+    return method_class(cfg.method).evaluation_view(cfg.model, cfg.data.window)
+
+
 def side_loader(store: str, protocol: str, side: str, *, kind: str, window: int, batch_size: int,
                 num_workers: int, start_method: str, pin_memory: bool, seed: int = 0,
-                modality: str = "joint") -> tuple[Any, SkeletonDataset]:
+                modality: str = "joint", view: Any = None) -> tuple[Any, SkeletonDataset]:
     dataset = SkeletonDataset(store, protocol, side, kind=kind, mode="embed", window=window,
-                              seed=seed, modality=modality)
+                              seed=seed, modality=modality, view=view)
     loader, _ = make_loader(dataset, batch_size=batch_size, shuffle=False, seed=seed,
                             drop_last=False, num_workers=num_workers, start_method=start_method,
                             pin_memory=pin_memory)
@@ -97,12 +106,21 @@ def resolve_checkpoint(run_dir: Path, checkpoint: str | Path | None) -> Path:
 def export_embeddings(run_dir: str | Path, out: str | Path, *, checkpoint: str | Path | None = None,
                       modality: str = "joint", device: str = "auto", batch_size: int | None = None,
                       num_workers: int | None = None, progress: bool = True,
-                      combine: str = "mean") -> dict[str, Any]:
-    """Encode the train and test sides of the run's protocol and write DESIGN.md §4's HDF5."""
-    from skelkit.train.engine import build_method, load_run_config, resolve_device
+                      combine: str = "mean", store: str | None = None,
+                      protocol: str | None = None) -> dict[str, Any]:
+    """Encode the train and test sides of the run's protocol (or of ``store``/``protocol``,
+    e.g. for an imported run) and write DESIGN.md §4's HDF5."""
+    from skelkit.train.engine import TrainInputError, build_method, load_run_config, resolve_device
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
+    if store is not None:
+        cfg.data.store = str(store)
+    if protocol is not None:
+        cfg.data.protocol = protocol
+    if not cfg.data.store or not cfg.data.protocol:
+        raise TrainInputError(f"{run_dir}: the run names no store/protocol; pass --store and "
+                              "--protocol")
     ckpt_path = resolve_checkpoint(run_dir, checkpoint)
     ckpt = load_checkpoint(ckpt_path)
     if ckpt["method"] != cfg.method:
@@ -121,7 +139,8 @@ def export_embeddings(run_dir: str | Path, out: str | Path, *, checkpoint: str |
         loader, dataset = side_loader(
             cfg.data.store, cfg.data.protocol, side, kind=method.input_kind,
             window=cfg.data.window, batch_size=bs, num_workers=workers,
-            start_method=cfg.data.start_method, pin_memory=dev.type == "cuda")
+            start_method=cfg.data.start_method, pin_memory=dev.type == "cuda",
+            view=embed_view(cfg))
         emb, rows = compute_embeddings(method, loader, modality, dev, progress=progress,
                                        desc=f"embed {side}", combine=combine)
         position = {int(r): i for i, r in enumerate(dataset.meta.indices)}

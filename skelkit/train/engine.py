@@ -32,7 +32,7 @@ from skelkit.train.distributed import (
     init_distributed,
     mean_across_ranks,
 )
-from skelkit.train.embed import compute_embeddings, knn_top1, side_loader
+from skelkit.train.embed import compute_embeddings, embed_view, knn_top1, side_loader
 
 LOG = logging.getLogger("skelkit.train")
 
@@ -405,7 +405,7 @@ class _KnnMonitor:
                               window=cfg.data.window, batch_size=cfg.engine.embed_batch_size,
                               num_workers=min(cfg.data.num_workers, 1),
                               start_method=cfg.data.start_method,
-                              pin_memory=device.type == "cuda")[0]
+                              pin_memory=device.type == "cuda", view=embed_view(cfg))[0]
             for side in ("train", "test")
         }
 

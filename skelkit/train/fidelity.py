@@ -26,6 +26,13 @@ class Switch:
     paper: Any
     doc: str
     """What the reference does and where (e.g. ``moco/GRU.py`` lines 30-49 of maoyunyao/CMD)."""
+    choices: tuple[Any, ...] = ()
+    """Every value an override may take (reference and paper included); empty: any value."""
+
+    def check(self, value: Any) -> None:
+        if self.choices and value not in self.choices:
+            raise ValueError(f"switches.{self.name}: one of {', '.join(map(str, self.choices))}, "
+                             f"got {value!r}")
 
 
 class SwitchTable:
@@ -50,6 +57,8 @@ class SwitchTable:
             raise ValueError(f"switches: unknown {', '.join(unknown)} for {self.method}; known: {known}")
         values = {name: getattr(s, fidelity) for name, s in self.switches.items()}
         values.update(overrides)
+        for name, value in overrides.items():
+            self.switches[name].check(value)
         return types.SimpleNamespace(**values)
 
     def describe(self) -> str:

@@ -63,9 +63,12 @@ def gather_from_all_ranks(x: Tensor) -> Tensor:
 
 @torch.no_grad()
 def momentum_update(query: nn.Module, key: nn.Module, momentum: float) -> None:
-    """theta_k <- m theta_k + (1 - m) theta_q (I²MD Section 3.1); buffers are not averaged."""
+    """theta_k <- m theta_k + (1 - m) theta_q (I²MD Section 3.1); buffers are not averaged.
+
+    Written as the references write it (two products, then the sum: CMD
+    ``moco/builder_cmd.py`` _momentum_update_key_encoder), so the rounding is theirs too."""
     for p_q, p_k in zip(query.parameters(), key.parameters(), strict=True):
-        p_k.mul_(momentum).add_(p_q.detach(), alpha=1.0 - momentum)
+        p_k.copy_(p_k * momentum + p_q.detach() * (1.0 - momentum))
 
 
 class MoCoBranch(nn.Module):
@@ -84,6 +87,12 @@ class MoCoBranch(nn.Module):
         for p in (*self.encoder_k.parameters(), *self.head_k.parameters()):
             p.requires_grad_(False)
         self.queue = FeatureQueue(queue_size, feature_dim, value_dim)
+
+    @torch.no_grad()
+    def sync_key(self) -> None:
+        """Key encoder and head <- copies of the query's (MoCo's start; after a re-init)."""
+        self.encoder_k.load_state_dict(self.encoder_q.state_dict())
+        self.head_k.load_state_dict(self.head_q.state_dict())
 
     def query(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(z_q L2-normalised, pooled hidden h_q) of the query branch."""

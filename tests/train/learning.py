@@ -34,7 +34,7 @@ from skelkit.store.reader import open_store
 from skelkit.train.checkpoint import checkpoint_name, load_checkpoint
 from skelkit.train.config import resolve_run_config
 from skelkit.train.data import SkeletonDataset, build_augment, write_random_walk_store
-from skelkit.train.embed import export_embeddings, knn_top1
+from skelkit.train.embed import embed_view, export_embeddings, knn_top1
 from skelkit.train.engine import build_method, load_run_config, method_class, train
 
 PROTOCOL = "xsub"
@@ -128,7 +128,7 @@ def calibrate_batchnorm(run_dir: Path, checkpoint: str, batch_size: int = 128) -
             module.momentum = None  # cumulative average over the pass
     method.train()
     ds = SkeletonDataset(cfg.data.store, PROTOCOL, "train", kind=method.input_kind, mode="embed",
-                         window=cfg.data.window)
+                         window=cfg.data.window, view=embed_view(cfg))
     for lo in range(0, len(ds), batch_size):
         items = ds.__getitems__(list(range(lo, min(lo + batch_size, len(ds)))))
         x = torch.from_numpy(np.stack([it["x"] for it in items]))

@@ -85,10 +85,12 @@ def test_shear_zero_amplitude_is_identity_and_matrix_form():
     x = _sample()
     assert np.allclose(Shear(0.0)(x, np.random.default_rng(1)), x)
     rng = np.random.default_rng(2)
-    s = rng.uniform(-0.5, 0.5, size=(3, 3))
-    np.fill_diagonal(s, 1.0)
-    out = Shear(0.5)(x, np.random.default_rng(2))
-    assert np.allclose(out[:, 5, 3, 1], s @ x[:, 5, 3, 1], atol=1e-5)
+    a, b, c, d, e, f = (rng.uniform(-0.5, 0.5) for _ in range(6))  # six draws, in order
+    rows = np.array([[1, a, b], [c, 1, d], [e, f, 1]])  # CMD's pose_augmentation
+    columns = np.array([[1, a, d], [b, 1, e], [c, f, 1]])  # CrosSCLR/IKEM feeder/tools.py
+    for order, s in (("rows", rows), ("columns", columns)):
+        out = Shear(0.5, order=order)(x, np.random.default_rng(2))
+        assert np.allclose(out[:, 5, 3, 1], s @ x[:, 5, 3, 1], atol=1e-5)
 
 
 def test_joint_corruption_touches_exactly_the_chosen_joints():

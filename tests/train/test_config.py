@@ -52,8 +52,9 @@ def test_cmd_published_settings() -> None:
     assert (m.encoder_args["hidden_size"], m.encoder_args["num_layers"]) == (1024, 3)
     crop, shear = cfg.data.augment
     assert crop == {"name": "temporal_crop_resize", "window": 64, "min_ratio": 0.1,
-                    "max_ratio": 1.0, "min_frames": 64}
+                    "max_ratio": 1.0, "min_frames": 64, "max_frames": 300}
     assert shear == {"name": "shear_or_corrupt", "p": 0.5, "amplitude": 1.0, "num_joints": 15}
+    assert (m.fidelity, cfg.engine.amp) == ("reference", False)  # the authors' code, in fp32
     pku = resolve("cmd", "cmd/pku2")
     assert (pku.engine.epochs, pku.schedule.milestones) == (1000, [800])
     assert resolve("cmd", "cmd/ntu120").to_dict() == cfg.to_dict()

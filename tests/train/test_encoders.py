@@ -8,7 +8,7 @@ import torch
 
 from skelkit.store import NTU25, Layout
 from skelkit.train.encoders import ENCODERS, STGCN, BiGRU, build_encoder
-from skelkit.train.encoders.bigru import gru_stepwise
+from skelkit.train.encoders.bigru import gru_per_frame_calls, gru_stepwise
 from skelkit.train.encoders.graph import graph_center, hop_distance, spatial_partitions
 
 # A 5-joint chain 0-1-2-3-4 rooted at 2: proves nothing assumes 25 joints.
@@ -38,6 +38,26 @@ def test_bigru_full_sequence_equals_per_timestep_loop(pool):
     want = {"final": torch.cat([ref_out[:, -1, :8], ref_out[:, 0, 8:]], dim=1),
             "last": ref_out[:, -1], "mean": ref_out.mean(dim=1)}[pool]
     assert torch.allclose(feats, want, atol=1e-5)
+
+
+def test_bigru_forward_directions_equal_the_authors_per_frame_calls():
+    """``directions="forward"`` (CMD reference) = one nn.GRU call per frame carrying the hidden
+    state (moco/GRU.py), features and gradients; and differs from the bidirectional GRU."""
+    torch.manual_seed(4)
+    enc = BiGRU(3, CHAIN, num_bodies=2, hidden_size=8, num_layers=3, pool="last",
+                directions="forward").train()
+    x = torch.randn(4, 3, 7, 5, 2)
+    feats = enc(x)
+    frames = enc.flatten(x)
+    loop = gru_per_frame_calls(enc.gru, frames)[:, -1]
+    assert torch.allclose(feats, loop, atol=1e-6)
+    g = torch.randn_like(feats)
+    ours = torch.autograd.grad((feats * g).sum(), list(enc.gru.parameters()), retain_graph=True)
+    ref = torch.autograd.grad((loop * g).sum(), list(enc.gru.parameters()))
+    for a, b in zip(ours, ref, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    bidirectional, _ = enc.gru(frames)
+    assert (bidirectional[:, -1] - feats).abs().max() > 1e-2
 
 
 def test_bigru_batchnorm_on_flattened_frames_and_every_body_counts():

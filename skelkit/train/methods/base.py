@@ -7,10 +7,13 @@ A method owns its encoders, heads and memory banks; the engine only calls ``trai
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -34,7 +37,7 @@ class MethodConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> MethodConfig:
-        d = dict(d or {})
+        d = cls.upgrade(dict(d or {}))
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - set(fields))
         if unknown:
@@ -54,6 +57,11 @@ class MethodConfig:
         cfg.behaviour()  # unknown switch names fail here, at config time
         cfg.validate()
         return cfg
+
+    @classmethod
+    def upgrade(cls, d: dict[str, Any]) -> dict[str, Any]:
+        """Rewrite keys of older configs (a run directory's config.yaml) into today's form."""
+        return d
 
     def behaviour(self) -> types.SimpleNamespace:
         """The resolved switch values (attributes named after the switches)."""
@@ -114,6 +122,38 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     return value
 
 
+@dataclasses.dataclass
+class MoCoOutputs:
+    """One MoCo step, per modality: the query embedding z_q (with gradient) and pooled hidden
+    h_q; the key embedding z_k and hidden h_k (no gradient); the bank as it was before this
+    step's enqueue (a copy: the enqueue writes in place into a tensor autograd may have saved)."""
+
+    z_q: dict[str, Tensor] = dataclasses.field(default_factory=dict)
+    h_q: dict[str, Tensor] = dataclasses.field(default_factory=dict)
+    z_k: dict[str, Tensor] = dataclasses.field(default_factory=dict)
+    h_k: dict[str, Tensor] = dataclasses.field(default_factory=dict)
+    bank: dict[str, Tensor] = dataclasses.field(default_factory=dict)
+
+
+Encode = Callable[[str, MoCoBranch, Tensor], tuple[Tensor, Tensor]]
+"""(modality, branch, derived input) -> (L2-normalised embedding, pooled hidden)."""
+View = Callable[[np.ndarray], np.ndarray]
+"""One un-augmented sample (3, T, V, M) -> the encoder's evaluation input."""
+
+
+def _query(modality: str, branch: MoCoBranch, x: Tensor) -> tuple[Tensor, Tensor]:
+    return branch.query(x)
+
+
+def _key(modality: str, branch: MoCoBranch, x: Tensor) -> tuple[Tensor, Tensor]:
+    return branch.key(x)
+
+
+def stored_frames(x: np.ndarray) -> np.ndarray:
+    """The evaluation view of fixed-length methods: the store's frames as they are."""
+    return x
+
+
 class Method(nn.Module):
     """A self-supervised method: see the class attributes and the three engine-facing calls."""
 
@@ -126,6 +166,7 @@ class Method(nn.Module):
     def __init__(self, cfg: MethodConfig, layout: Layout, num_bodies: int = 2) -> None:
         super().__init__()
         self.cfg, self.layout, self.num_bodies = cfg, layout, num_bodies
+        self.behaviour = cfg.behaviour()
 
     # --- engine-facing -----------------------------------------------------------------------
 
@@ -155,6 +196,52 @@ class Method(nn.Module):
         """Un-augmented joints (N, 3, T, V, M) -> (N, D) pooled hidden features of the query
         encoder of ``modality`` (not the projection head). The caller sets eval mode."""
         return self.encoder(modality)(self.derive_input(x, gamma, modality))
+
+    @classmethod
+    def evaluation_view(cls, cfg: MethodConfig, window: int) -> View:
+        """The un-augmented input ``embed``, the KNN monitor and fine-tuning feed the encoder,
+        as a picklable function of one sample (3, T, V, M) (data workers call it): the whole
+        valid sequence resized to ``window`` frames for sequence methods, the stored frames for
+        fixed-length ones. A method whose reference evaluates another view overrides this."""
+        if cls.input_kind == "sequence":
+            from skelkit.train.augment import resize_linear
+
+            return functools.partial(resize_linear, length=window)
+        return stored_frames
+
+    # --- the MoCo step (MoCo v2: He et al. 2020, Algorithm 1) ------------------------------------
+
+    def moco_encode(self, q: Tensor, k: Tensor, gamma: Tensor | None, *,
+                    modalities: Iterable[str] | None = None, frozen_keys: Iterable[str] = (),
+                    encode_query: Encode = _query, encode_key: Encode = _key) -> MoCoOutputs:
+        """The queries of every modality, then, without gradient, per modality: the momentum
+        update of its key branch (skipped for ``frozen_keys``), its key, and a copy of its bank.
+
+        This is the order of every reference (CMD ``moco/builder_cmd.py`` lines 150-190, IKEM
+        ``net/crossclr_6views.py``): the key encoder is updated before it encodes, its BatchNorm
+        runs in train mode on the key view's batch (no shuffled BatchNorm), and the bank read by
+        the losses is the one before this step's enqueue (``moco_enqueue``)."""
+        mods = tuple(self.modalities if modalities is None else modalities)
+        frozen = set(frozen_keys)
+        out = MoCoOutputs()
+        for m in mods:
+            out.z_q[m], out.h_q[m] = encode_query(m, self.branch(m), self.derive_input(q, gamma, m))
+        with torch.no_grad():
+            for m in mods:
+                branch = self.branch(m)
+                if m not in frozen:
+                    branch.momentum_update()
+                out.z_k[m], out.h_k[m] = encode_key(m, branch, self.derive_input(k, gamma, m))
+                out.bank[m] = branch.queue.keys.clone()
+        return out
+
+    @torch.no_grad()
+    def moco_enqueue(self, out: MoCoOutputs) -> None:
+        """Write every modality's keys (with their hidden features, for a queue that keeps
+        values) over the oldest bank entries; pointer <- (pointer + N) mod K."""
+        for m, z_k in out.z_k.items():
+            queue = self.branch(m).queue
+            queue.enqueue(z_k, out.h_k[m] if queue.value_dim else None)
 
     # --- shared helpers ----------------------------------------------------------------------
 

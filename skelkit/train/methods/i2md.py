@@ -29,17 +29,24 @@ from torch import Tensor, nn
 
 from skelkit.store.layout import Layout
 from skelkit.train.encoders.gcn_transformer import GCNTransformer
+from skelkit.train.fidelity import SwitchTable
 from skelkit.train.losses import info_nce, mutual_distillation
-from skelkit.train.methods.base import MethodConfig, batch_views
-from skelkit.train.methods.cmd import CMD, CMDConfig, cross_modal_distillation_terms
+from skelkit.train.methods.base import Encode, MethodConfig, MoCoOutputs, batch_views
+from skelkit.train.methods.cmd import CMD, EVAL_VIEW, CMDConfig, cross_modal_distillation_terms
 from skelkit.train.moco import FeatureQueue, MoCoBranch
 from skelkit.train.neighbours import retrieve_hidden
 
 ENCODER_NAME = "gcn_transformer"
 
 
+I2MD_SWITCHES = SwitchTable("i2md", EVAL_VIEW)
+"""I²MD has no public code: it stays ``paper``; what it shares with CMD's code (the downstream
+view) follows the chosen fidelity. CMD's loss terms have no reference/paper difference."""
+
+
 @dataclasses.dataclass
 class I2MDConfig(CMDConfig):
+    SWITCHES: ClassVar[SwitchTable | None] = I2MD_SWITCHES
     encoder: str = ENCODER_NAME
     encoder_args: dict[str, Any] = dataclasses.field(default_factory=lambda: {
         "gcn_widths": [64, 64, 64], "dim": 768, "layers": 6, "heads": 12, "ffn_dim": 3072,
@@ -84,6 +91,7 @@ class I2MD(CMD):
     name: ClassVar[str] = "i2md"
     Config: ClassVar[type[MethodConfig]] = I2MDConfig
     input_kind: ClassVar[str] = "sequence"
+    within_log: ClassVar[str] = "intra"  # sum of the per-modality L_intra (Eq. 9)
 
     def __init__(self, cfg: I2MDConfig, layout: Layout, num_bodies: int = 2) -> None:
         super().__init__(cfg, layout, num_bodies)
@@ -105,31 +113,36 @@ class I2MD(CMD):
     # --- the three stages of a training step ---------------------------------------------------
 
     def encode(self, q: Tensor, k: Tensor, gamma: Tensor) -> dict[str, ModalityEmbeddings]:
-        """Both branches of every modality on the two views; momentum update of the key side.
-        Queues are read (neighbours, banks) but not written."""
+        """Both branches of every modality on the two views; momentum update of the key side
+        (the shared MoCo step, ``Method.moco_encode``). Queues are read (neighbours, banks) but
+        not written."""
         cfg: I2MDConfig = self.cfg  # type: ignore[assignment]
+        tokens: dict[tuple[str, str], Tensor] = {}
+
+        def encode(side: str) -> Encode:
+            def run(m: str, branch: MoCoBranch, x: Tensor) -> tuple[Tensor, Tensor]:
+                # The GCN tokens are kept: the cluster branch reuses them with neighbours.
+                encoder: GCNTransformer = getattr(branch, f"encoder_{side}")
+                tokens[m, side] = encoder.tokens(x)
+                hidden = encoder.transform(tokens[m, side])
+                return F.normalize(getattr(branch, f"head_{side}")(hidden), dim=1), hidden
+            return run
+
+        moco = self.moco_encode(q, k, gamma, encode_query=encode("q"), encode_key=encode("k"))
         out = {}
         for m in self.modalities:
             branch = self.branch(m)
-            encoder_q: GCNTransformer = branch.encoder_q  # type: ignore[assignment]
-            encoder_k: GCNTransformer = branch.encoder_k  # type: ignore[assignment]
-            tokens_q = encoder_q.tokens(self.derive_input(q, gamma, m))
-            z_q = F.normalize(branch.head_q(encoder_q.transform(tokens_q)), dim=1)
-            with torch.no_grad():
-                branch.momentum_update()
-                tokens_k = encoder_k.tokens(self.derive_input(k, gamma, m))
-                h_k = encoder_k.transform(tokens_k)
-                z_k = F.normalize(branch.head_k(h_k), dim=1)
-                # Cloned: the enqueue after the step writes in place into tensors autograd saved.
-                emb = ModalityEmbeddings(z_q, z_k, h_k, branch.queue.keys.clone())
+            emb = ModalityEmbeddings(moco.z_q[m], moco.z_k[m], moco.h_k[m], moco.bank[m])
             if cfg.imd:  # Dynamic Neighbours Aggregation (Section 3.3.1)
-                context_q = retrieve_hidden(z_q, branch.queue, cfg.neighbours)
+                encoder_q: GCNTransformer = branch.encoder_q  # type: ignore[assignment]
+                encoder_k: GCNTransformer = branch.encoder_k  # type: ignore[assignment]
+                context_q = retrieve_hidden(emb.z_q, branch.queue, cfg.neighbours)
                 emb.z_q_star = F.normalize(
-                    branch.head_q(encoder_q.transform(tokens_q, context_q)), dim=1)
+                    branch.head_q(encoder_q.transform(tokens[m, "q"], context_q)), dim=1)
                 with torch.no_grad():
-                    context_k = retrieve_hidden(z_k, branch.queue, cfg.neighbours)
+                    context_k = retrieve_hidden(emb.z_k, branch.queue, cfg.neighbours)
                     emb.z_k_star = F.normalize(
-                        branch.head_k(encoder_k.transform(tokens_k, context_k)), dim=1)
+                        branch.head_k(encoder_k.transform(tokens[m, "k"], context_k)), dim=1)
                     emb.cluster_bank = self.cluster_queues[m].keys.clone()
             out[m] = emb
         return out
@@ -158,21 +171,10 @@ class I2MD(CMD):
                 {m: e.bank for m, e in emb.items()}, cfg))
         return terms
 
-    def objective(self, terms: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
-        """I²MD Eq. 10: sum of the per-modality L_intra (Eq. 9) plus lambda_1 * L_CMD."""
-        cfg: I2MDConfig = self.cfg  # type: ignore[assignment]
-        zero = next(iter(terms.values())).new_zeros(())
-        intra = sum((t for n, t in terms.items() if not n.startswith("md/")), zero)
-        cmd = sum((t for n, t in terms.items() if n.startswith("md/")), zero)
-        loss = intra + cfg.cmd_weight * cmd
-        logs = {name: float(t.detach()) for name, t in terms.items()}
-        logs.update(loss=float(loss.detach()), intra=float(intra.detach()),
-                    cmd=float(cmd.detach()))
-        return loss, logs
-
     def enqueue(self, emb: dict[str, ModalityEmbeddings]) -> None:
+        self.moco_enqueue(MoCoOutputs(z_k={m: e.z_k for m, e in emb.items()},
+                                      h_k={m: e.h_k for m, e in emb.items()}))
         for m, e in emb.items():
-            self.branch(m).queue.enqueue(e.z_k, e.h_k)
             if e.z_k_star is not None:
                 self.cluster_queues[m].enqueue(e.z_k_star)
 

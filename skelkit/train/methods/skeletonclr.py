@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor
 
 from skelkit.store.layout import Layout
@@ -47,13 +46,8 @@ class SkeletonCLR(Method):
 
     def training_step(self, batch: dict[str, Tensor], epoch: int) -> tuple[Tensor, dict[str, float]]:
         q, k, gamma = batch_views(batch)
-        modality = self.cfg.modality
-        branch = self.branch(modality)
-        z_q, _ = branch.query(self.derive_input(q, gamma, modality))
-        with torch.no_grad():
-            branch.momentum_update()
-            z_k, _ = branch.key(self.derive_input(k, gamma, modality))
-        # The bank is cloned: the enqueue below writes in place into a tensor autograd saved.
-        loss = info_nce(z_q, z_k, branch.queue.keys.clone(), self.cfg.temperature)
-        branch.queue.enqueue(z_k)
-        return loss, {"loss": float(loss.detach()), f"scl/{modality}": float(loss.detach())}
+        m = self.cfg.modality
+        out = self.moco_encode(q, k, gamma)
+        loss = info_nce(out.z_q[m], out.z_k[m], out.bank[m], self.cfg.temperature)
+        self.moco_enqueue(out)
+        return loss, {"loss": float(loss.detach()), f"scl/{m}": float(loss.detach())}
