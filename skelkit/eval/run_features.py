@@ -91,15 +91,22 @@ def _run_config(run_dir: Path) -> Any:
         raise EvalInputError(f"{run_dir / 'config.yaml'}: invalid YAML") from None
 
 
-def evaluation_view(encoder: FrozenEncoder, side: str, *, progress: bool = False
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(features, labels, names) of one protocol side under the run's evaluation view.
+def evaluation_view(encoder: FrozenEncoder, recipe: Recipe | None = None) -> Any:
+    """The un-augmented view both sides are encoded under: the recipe's centre crop where it
+    names one (CMD's scripts: ``cmd_eval_view``, ratio 0.95), else the run's own evaluation view
+    (``skeltrain embed``'s: CMD's centre crop in reference fidelity, the whole valid sequence
+    resized to the window in paper fidelity, the stored 50 frames for fixed-length methods)."""
+    from skelkit.train.augment import CMDEvalView
+    from skelkit.train.embed import embed_view
 
-    Today this is the un-augmented path of ``skeltrain embed``: sequence methods see the whole
-    valid sequence resized to the run's window, fixed-length methods the store's 50 frames. CMD's
-    own evaluation view is the 0.95 centre crop (``Recipe.test_centre_crop``; issue 12 adds it to
-    ``skelkit.train.augment``): this is the one place to switch to it.
-    """
+    if recipe is not None and recipe.test_centre_crop and encoder.input_kind == "sequence":
+        return CMDEvalView(ratio=recipe.test_centre_crop, window=encoder.window)
+    return embed_view(encoder.inputs.run_config)
+
+
+def encoded_side(encoder: FrozenEncoder, side: str, view: Any, *, progress: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features, labels, names) of one protocol side under ``view``."""
     from skelkit.train.embed import compute_embeddings, side_loader
 
     inputs = encoder.inputs
@@ -107,7 +114,7 @@ def evaluation_view(encoder: FrozenEncoder, side: str, *, progress: bool = False
         str(inputs.store.path), inputs.protocol, side, kind=encoder.input_kind,
         window=encoder.window, batch_size=encoder.batch_size, num_workers=encoder.workers,
         start_method=inputs.run_config.data.start_method,
-        pin_memory=encoder.device.type == "cuda")
+        pin_memory=encoder.device.type == "cuda", view=view)
     features, rows = compute_embeddings(encoder.method, loader, encoder.modality, encoder.device,
                                         progress=progress, desc=f"encode {side}")
     if len(rows) == 0:
@@ -118,10 +125,12 @@ def evaluation_view(encoder: FrozenEncoder, side: str, *, progress: bool = False
     return features, dataset.meta.labels[order], dataset.meta.names[order]
 
 
-def encoded_split(encoder: FrozenEncoder, *, progress: bool = False) -> EmbeddingSplit:
+def encoded_split(encoder: FrozenEncoder, recipe: Recipe | None = None, *,
+                  progress: bool = False) -> EmbeddingSplit:
     """Both sides under the evaluation view, shaped like an embedding file."""
-    train_x, train_y, _ = evaluation_view(encoder, "train", progress=progress)
-    test_x, test_y, test_names = evaluation_view(encoder, "test", progress=progress)
+    view = evaluation_view(encoder, recipe)
+    train_x, train_y, _ = encoded_side(encoder, "train", view, progress=progress)
+    test_x, test_y, test_names = encoded_side(encoder, "test", view, progress=progress)
     return EmbeddingSplit(path=Path(encoder.inputs.run_dir), train_embedding=train_x,
                           train_label=train_y, test_embedding=test_x, test_label=test_y,
                           test_name=test_names, attrs=run_attrs(encoder))
@@ -178,7 +187,7 @@ def probe_run(encoder: FrozenEncoder, recipe: Recipe, config: LinearProbeConfig,
     """Train and score the recipe's probe on the run's frozen encoder; also return the
     evaluation-view features it was scored on."""
     check_recipe_fits(encoder, recipe)
-    split = encoded_split(encoder, progress=progress)
+    split = encoded_split(encoder, recipe, progress=progress)
     batches = None
     if recipe.needs_run:
         batches = cropped_train_batches(encoder, recipe, config, seed=config.seed)
