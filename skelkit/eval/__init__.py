@@ -1,1 +1,1 @@
-"""The eval room (DESIGN.md §1)."""
+"""The eval room (docs/design.md §1.1)."""

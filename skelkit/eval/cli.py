@@ -31,7 +31,7 @@ class SkelevalGroup(click.Group):
 
 @click.group(cls=SkelevalGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    """Evaluate frozen skeleton representations (DESIGN.md §5)."""
+    """Evaluate frozen skeleton representations (docs/design.md §5.10)."""
 
 
 def _device(name: str) -> str:

@@ -37,7 +37,7 @@ REQUIRED_GROUPS = ("train", "test")
 
 
 def load_embedding_split(path: str | Path) -> EmbeddingSplit:
-    """Read an embedding file (DESIGN.md §4) and check what every protocol relies on."""
+    """Read an embedding file (docs/design.md §4.4) and check what every protocol relies on."""
     # Imported here so that `skeleval --help` works even while the store room is being edited.
     from skelkit.store.embeddings import EmbeddingFileError, read_embeddings
 

@@ -2,7 +2,7 @@
 
 The query encoder of one modality of a pre-trained run plus a new linear classifier are trained
 together with cross-entropy on the train side of a protocol, then scored on its test side
-(DESIGN.md §5; I²MD §4.3.3): SGD momentum 0.9, lr 0.01, x0.1 at epochs 50 and 70, 80 epochs.
+(docs/design.md §5.10; I²MD §4.3.3): SGD momentum 0.9, lr 0.01, x0.1 at epochs 50 and 70, 80 epochs.
 
 Choices the papers leave open, made here:
 

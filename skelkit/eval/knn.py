@@ -1,4 +1,4 @@
-"""K-nearest-neighbour classification of frozen embeddings on cosine similarity (DESIGN.md §5).
+"""K-nearest-neighbour classification of frozen embeddings on cosine similarity (docs/design.md §5.10).
 
 The similarity matrix is never built whole: test rows are processed in chunks, and within a test
 chunk the train rows are scanned in chunks while a running top-k (and a running best similarity

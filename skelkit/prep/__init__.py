@@ -1,1 +1,1 @@
-"""The prep room (DESIGN.md §1)."""
+"""The prep room (docs/design.md §1.1)."""

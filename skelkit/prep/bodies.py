@@ -1,4 +1,4 @@
-"""Body selection: keep the most active bodies of a recording (DESIGN.md §3)."""
+"""Body selection: keep the most active bodies of a recording (docs/design.md §3.1)."""
 
 from __future__ import annotations
 

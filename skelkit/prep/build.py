@@ -436,7 +436,7 @@ def _open_writer(opts: BuildOptions, dataset: DatasetSpec, layout: Layout,
         "missing_list": str(opts.missing) if opts.missing else dataset.missing_resource,
     }
     normalisation = getattr(dataset, "normalisation_attrs", None) or {
-        "raw": "CMD pre-normalisation (DESIGN.md §3), T_orig frames per sample",
+        "raw": "CMD pre-normalisation (docs/design.md §3.3), T_orig frames per sample",
         "fixed": f"IKEM fixed length ({opts.frames} frames), gamma = T_orig / {opts.frames}",
     }
     writer = StoreWriter.create(

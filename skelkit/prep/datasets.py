@@ -80,7 +80,7 @@ class Discovery:
 
 
 # ---------------------------------------------------------------------------------------------
-# NTU RGB+D 60 / 120 (DESIGN.md §2)
+# NTU RGB+D 60 / 120 (docs/design.md §2.1)
 
 NTU_NAME = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})$")
 NTU60_XSUB_TRAIN = frozenset(
@@ -181,7 +181,7 @@ def _ntu_splits(xsub_train: frozenset[int], protocol_names: tuple[str, str]):
 
 
 # ---------------------------------------------------------------------------------------------
-# PKU-MMD phase II (DESIGN.md §2)
+# PKU-MMD phase II (docs/design.md §2.2)
 
 PKU_VIDEO = re.compile(r"^A(\d+)N(\d+)-([LMR])$")
 PKU_VIEW_CAMERA = {"L": 1, "M": 2, "R": 3}

@@ -1,4 +1,4 @@
-"""The one exception every raw-format reader raises on bad input (DESIGN.md §6)."""
+"""The one exception every raw-format reader raises on bad input (docs/design.md §6.3)."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ SPLIT_PREFIX = "split_"
 SPLIT_VALUES = {"train": 0, "test": 1}
 NORMALISATIONS = ("layout", "center", "none")
 DEFAULT_MANIFEST = "manifest.csv"
-MAX_BODIES = 2  # the store keeps two bodies (DESIGN.md §4)
+MAX_BODIES = 2  # the store keeps two bodies (docs/design.md §4.2)
 _PROTOCOL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
@@ -57,7 +57,7 @@ class Normalisation:
         """The store's ``normalisation`` attribute."""
         if self.mode == "layout":
             return {
-                "raw": f"CMD pre-normalisation (DESIGN.md §3) with layout {layout.name}: centre "
+                "raw": f"CMD pre-normalisation (docs/design.md §3.3) with layout {layout.name}: centre "
                        f"{layout.joint_names[layout.center_joint]}, z {list(layout.z_axis)}, "
                        f"x {list(layout.x_axis)}; T_orig frames per sample",
                 "fixed": f"IKEM fixed length ({frames_hint} frames), origin "

@@ -1,4 +1,4 @@
-"""IKEM's six modalities from fixed-length joints, as one numba loop (DESIGN.md §3, IKEM §3).
+"""IKEM's six modalities from fixed-length joints, as one numba loop (docs/design.md §3.5, IKEM §2.2).
 
 Bones, hinges and the torso normal come from the Layout. Maths runs in float64 and is stored
 as float32. ``skelkit/train`` holds the torch twin; a test keeps the two equal.

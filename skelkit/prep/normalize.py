@@ -1,4 +1,4 @@
-"""The two preparations of selected bodies (DESIGN.md §3), as numba loops.
+"""The two preparations of selected bodies (docs/design.md §3.3-3.4), as numba loops.
 
 ``cmd_normalize`` reproduces CMD's pre-normalisation (the 2s-AGCN ``pre_normalization``
 routine) step by step, quirks included; ``ikem_fixed`` reproduces the CrosSCLR/IKEM feeder

@@ -1,4 +1,4 @@
-"""NTU RGB+D ``.skeleton`` reader: one numba pass over the file's bytes (DESIGN.md §2).
+"""NTU RGB+D ``.skeleton`` reader: one numba pass over the file's bytes (docs/design.md §2.1).
 
 The text is never split into Python strings: ``_read_line`` tokenises one line of a uint8
 array in place and ``_parse_number`` turns each token into a float64 with a hand-written

@@ -1,4 +1,4 @@
-"""PKU-MMD phase II readers: skeleton text (numba), label lines and split files (DESIGN.md §2).
+"""PKU-MMD phase II readers: skeleton text (numba), label lines and split files (docs/design.md §2.2).
 
 PKU clips do not go through body selection: CMD's ``pku_gendata`` keeps the two bodies in
 file order, and the golden clips (second body always empty) agree with that.

@@ -1,4 +1,4 @@
-"""One call per sample for the build: selected bodies -> store-ordered arrays (DESIGN.md §3-4)."""
+"""One call per sample for the build: selected bodies -> store-ordered arrays (docs/design.md §3-4)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from skelkit.prep.normalize import cmd_normalize, ikem_fixed
 from skelkit.prep.parse_ntu import parse_ntu_file
 from skelkit.store.layout import Layout
 
-MAX_BODIES = 2  # the store keeps two bodies (DESIGN.md §4)
+MAX_BODIES = 2  # the store keeps two bodies (docs/design.md §4.2)
 
 
 @dataclass

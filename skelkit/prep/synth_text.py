@@ -1,4 +1,4 @@
-"""Text writers for the genuine raw formats (DESIGN.md §2), fast enough for thousands of files.
+"""Text writers for the genuine raw formats (docs/design.md §2), fast enough for thousands of files.
 
 NTU numbers are written the way the Kinect recorder (C# ``float.ToString()``) wrote them: seven
 significant digits, no trailing zeros, ``E-05`` style exponents for tiny values, which is

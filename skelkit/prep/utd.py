@@ -1,4 +1,4 @@
-"""`--dataset utd-mhad`: UTD-MHAD Kinect v1 skeletons (DESIGN.md §2).
+"""`--dataset utd-mhad`: UTD-MHAD Kinect v1 skeletons (docs/design.md §2.3).
 
 Files ``a{action}_s{subject}_t{trial}_skeleton.mat`` hold ``d_skel`` shaped (20, 3, T) in the
 ``kinect20`` joint order. One performer per recording: body 0 is the recording, body 1 zeros.

@@ -1,4 +1,4 @@
-"""Frozen-embedding files (DESIGN.md §4): HDF5 with groups train/test of embedding, label, name."""
+"""Frozen-embedding files (docs/design.md §4.4): HDF5 with groups train/test of embedding, label, name."""
 
 from __future__ import annotations
 

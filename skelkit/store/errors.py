@@ -6,4 +6,4 @@ class StoreError(Exception):
 
 
 class EmbeddingFileError(Exception):
-    """An embedding HDF5 file is missing or does not follow DESIGN.md §4."""
+    """An embedding HDF5 file is missing or does not follow docs/design.md §4.4."""

@@ -1,7 +1,7 @@
 """Skeleton layouts as data: joint names, kinematic tree, hinge pairs and normalisation joints.
 
 Layout facts live only here; every other module asks the store (or this registry) for them.
-All indices are 0-based. NTU documents its joints 1-based: joint ``k`` in DESIGN.md is index ``k - 1``.
+All indices are 0-based. NTU documents its joints 1-based: joint ``k`` in docs/design.md is index ``k - 1``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class Layout:
     hinges: tuple[tuple[int, int], ...]
     """hinges[v] = (v, w): the hinge axis at v is unit(bone_v x bone_w)."""
     torso_normal: TorsoNormal | None = None
-    # CMD-style normalisation (DESIGN.md §3): centre, z-axis bottom->top, x-axis left->right shoulder.
+    # CMD-style normalisation (docs/design.md §3.3): centre, z-axis bottom->top, x-axis left->right shoulder.
     center_joint: int = 0
     z_axis: tuple[int, int] = (0, 1)
     x_axis: tuple[int, int] = (4, 8)
@@ -98,7 +98,7 @@ _NTU_NAMES = (
     "knee_left", "ankle_left", "foot_left", "hip_right", "knee_right", "ankle_right",
     "foot_right", "spine_shoulder", "handtip_left", "thumb_left", "handtip_right", "thumb_right",
 )
-# DESIGN.md §3, (child, parent), 1-based.
+# docs/design.md §3.2, (child, parent), 1-based.
 _NTU_BONES = [
     (1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7), (9, 21), (10, 9),
     (11, 10), (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1), (18, 17), (19, 18),
@@ -125,7 +125,7 @@ _KINECT20_NAMES = (
     "r_shoulder", "r_elbow", "r_wrist", "r_hand", "l_hip", "l_knee", "l_ankle", "l_foot", "r_hip",
     "r_knee", "r_ankle", "r_foot",
 )
-# Kinect v1 (UTD-MHAD order, DESIGN.md §2), 0-based. The tree mirrors NTU25: the shoulder centre is
+# Kinect v1 (UTD-MHAD order, docs/design.md §2.3), 0-based. The tree mirrors NTU25: the shoulder centre is
 # the root (NTU's spine_shoulder), the spine hangs from it and the hips from the hip centre.
 _KINECT20_PARENTS = (1, 1, 1, 2, 1, 4, 5, 6, 1, 8, 9, 10, 3, 12, 13, 14, 3, 16, 17, 18)
 

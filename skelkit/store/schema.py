@@ -1,4 +1,4 @@
-"""The store contract, version 1 (DESIGN.md §4): names, dtypes and shapes in one place."""
+"""The store contract, version 1 (docs/design.md §4): names, dtypes and shapes in one place."""
 
 from __future__ import annotations
 

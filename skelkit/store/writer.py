@@ -1,4 +1,4 @@
-"""Writes stores (DESIGN.md §4) in appended batches, resumable, with `complete` set last."""
+"""Writes stores (docs/design.md §4.1-4.3) in appended batches, resumable, with `complete` set last."""
 
 from __future__ import annotations
 

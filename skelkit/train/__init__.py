@@ -1,1 +1,1 @@
-"""The train room (DESIGN.md §1)."""
+"""The train room (docs/design.md §1.1)."""

@@ -202,7 +202,7 @@ def import_command(fmt: str, checkpoint: Path, run_dir: Path, config: str | None
 def embed_command(run_dir: Path, checkpoint: str | None, modality: str, combine: str, out: Path,
                   device: str, batch_size: int | None, workers: int | None, store: str | None,
                   protocol: str | None, no_progress: bool) -> None:
-    """Write frozen train/test embeddings of a run (DESIGN.md §4 HDF5)."""
+    """Write frozen train/test embeddings of a run (docs/design.md §4.4 HDF5)."""
     from skelkit.train.embed import export_embeddings
     from skelkit.train.engine import TrainInputError
 

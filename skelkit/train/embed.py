@@ -109,7 +109,7 @@ def export_embeddings(run_dir: str | Path, out: str | Path, *, checkpoint: str |
                       combine: str = "mean", store: str | None = None,
                       protocol: str | None = None) -> dict[str, Any]:
     """Encode the train and test sides of the run's protocol (or of ``store``/``protocol``,
-    e.g. for an imported run) and write DESIGN.md §4's HDF5."""
+    e.g. for an imported run) and write docs/design.md §4.4's HDF5."""
     from skelkit.train.engine import TrainInputError, build_method, load_run_config, resolve_device
 
     run_dir = Path(run_dir)

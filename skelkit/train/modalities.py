@@ -1,4 +1,4 @@
-"""Torch twins of the modality derivations in ``skelkit/prep/modalities.py`` (DESIGN.md §3).
+"""Torch twins of the modality derivations in ``skelkit/prep/modalities.py`` (docs/design.md §3.5).
 
 Same maths as the numba kernels, batched over samples and on any device, so training modalities
 can be derived from augmented joints on the fly. Tensors are (N, 3, T, V, M); ``gamma`` is the
@@ -50,7 +50,7 @@ def temporal_difference(x: Tensor, gamma: Tensor | None = None) -> Tensor:
 
 def acceleration(x: Tensor, gamma: Tensor | None = None) -> Tensor:
     """a_t = (m_{t+1} - m_t) / gamma; zero in the last two frames, where m_{t+1} would be the
-    zero-padded last motion frame (DESIGN.md §3: zero where the formula runs past the end)."""
+    zero-padded last motion frame (docs/design.md §3.5: zero where the formula runs past the end)."""
     out = temporal_difference(temporal_difference(x, gamma), gamma)
     out[:, :, -2:] = 0
     return out

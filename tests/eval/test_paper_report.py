@@ -132,7 +132,7 @@ def test_published_needs_the_paper_layout(runs):
 
 
 def test_published_numbers_match_the_design_targets():
-    # DESIGN.md §5, "Published targets (top-1 %, joint stream)".
+    # docs/design.md §5.11, "Published targets (top-1 %, joint stream)".
     def value(method, evaluation, dataset, protocol):
         (entry,) = [p for p in published_for(method) if p.evaluation == evaluation
                     and p.dataset == dataset and p.protocol == protocol and p.streams == "joint"

@@ -20,7 +20,7 @@ GOLDEN_NTU = SHARED / "golden" / "ntu"
 GOLDEN_PKU = SHARED / "golden" / "pku"
 needs_golden = pytest.mark.skipif(not GOLDEN_NTU.is_dir(), reason="shared/golden absent")
 
-# DESIGN.md §2, typed out again here as the independent reference.
+# docs/design.md §2.5, typed out again here as the independent reference.
 XSUB60 = {1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38}
 XSUB120 = XSUB60 | {45, 46, 47, 49, 50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82,
                     83, 84, 85, 86, 89, 91, 92, 93, 94, 95, 97, 98, 100, 103}

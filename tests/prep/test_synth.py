@@ -201,7 +201,7 @@ def _resize(x: np.ndarray, n: int) -> np.ndarray:
 
 def _view_normalised(joints: np.ndarray) -> np.ndarray:
     """Body-0 frames centred on spine_mid, rotated so the first frame's spine is z and its
-    shoulders x (the CMD pre-normalisation, DESIGN.md §3), as a raw-feature baseline sees them."""
+    shoulders x (the CMD pre-normalisation, docs/design.md §3.3), as a raw-feature baseline sees them."""
     x = joints[np.abs(joints).sum((1, 2)) > 0]
     x = x - x[:, 1:2]
     z = x[0, 1] - x[0, 0]

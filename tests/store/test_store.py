@@ -111,7 +111,7 @@ def test_open_errors(tmp_path):
 
 def test_layout_attrs_roundtrip_and_validation():
     assert Layout.from_attrs(NTU25.to_attrs()) == NTU25
-    # DESIGN.md §3: bone (1,2), hinge (23,22), torso normal from bones 2, 5, 9 (1-based).
+    # docs/design.md §3.2: bone (1,2), hinge (23,22), torso normal from bones 2, 5, 9 (1-based).
     assert NTU25.parents[0] == 1 and NTU25.parents[20] == 20 and NTU25.parents[22] == 7
     assert NTU25.hinges[22] == (22, 21) and NTU25.hinges[24] == (24, 23) and NTU25.hinges[1] == (1, 20)
     assert (NTU25.torso_normal.a, NTU25.torso_normal.b, NTU25.torso_normal.c) == (1, 4, 8)

@@ -1,4 +1,4 @@
-"""IKEM: six-modality CrosSCLR with the implicit knowledge exchange (IKEM §2.1, DESIGN.md §5).
+"""IKEM: six-modality CrosSCLR with the implicit knowledge exchange (IKEM §2.1, docs/design.md §5.6).
 
 Stage one trains every modality alone with InfoNCE. Stage two (from ``cross_view_epoch``) adds,
 next to CrosSCLR's explicit exchange L_cross (CrosSCLR Eq. 8), the implicit one L_ikem (IKEM

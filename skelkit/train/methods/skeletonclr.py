@@ -1,4 +1,4 @@
-"""SkeletonCLR: MoCo v2 on one modality of the fixed 50-frame joints (DESIGN.md §5)."""
+"""SkeletonCLR: MoCo v2 on one modality of the fixed 50-frame joints (docs/design.md §5.2)."""
 
 from __future__ import annotations
 
