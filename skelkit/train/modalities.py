@@ -73,10 +73,12 @@ def bones(x: Tensor, parents: Sequence[int], torso_normal: TorsoNormal | None = 
     return b
 
 
-def hinge_axis(b: Tensor, hinges: Sequence[tuple[int, int]]) -> Tensor:
-    """r_v = unit(b_v x b_w) for each hinge (v, w)."""
+def hinge_axis(b: Tensor, hinges: Sequence[tuple[int, int]], unit: bool = True) -> Tensor:
+    """r_v = unit(b_v x b_w) for each hinge (v, w); the raw cross product with ``unit=False``
+    (what IKEM's model feeds its rotation-axis encoder, net/crossclr_6views.py)."""
     v_idx, w_idx = _hinge_indices(hinges, b.device)
-    return _unit(_cross(b.index_select(3, v_idx), b.index_select(3, w_idx)))
+    axis = _cross(b.index_select(3, v_idx), b.index_select(3, w_idx))
+    return _unit(axis) if unit else axis
 
 
 def hinge_angle(b: Tensor, hinges: Sequence[tuple[int, int]]) -> Tensor:
@@ -94,8 +96,11 @@ def angular_velocity(b: Tensor, hinges: Sequence[tuple[int, int]],
     return hinge_axis(b, hinges) * temporal_difference(theta, gamma)
 
 
-def derive(x: Tensor, modality: str, gamma: Tensor | None, layout: Layout) -> Tensor:
-    """One modality (N, 3, T, V, M) from joints (N, 3, T, V, M), the layout's bone tree."""
+def derive(x: Tensor, modality: str, gamma: Tensor | None, layout: Layout,
+           unit_axis: bool = True) -> Tensor:
+    """One modality (N, 3, T, V, M) from joints (N, 3, T, V, M), the layout's bone tree.
+    ``unit_axis=False`` gives the raw hinge axis b_v x b_w for ``axis`` (the store keeps the unit
+    axis; angular velocity always uses the unit one)."""
     if x.shape[3] != layout.num_joints:
         raise ValueError(f"joints have V={x.shape[3]}, layout {layout.name} has {layout.num_joints}")
     if modality == "joint":
@@ -108,7 +113,7 @@ def derive(x: Tensor, modality: str, gamma: Tensor | None, layout: Layout) -> Te
     if modality == "bone":
         return b
     if modality == "axis":
-        return hinge_axis(b, layout.hinges)
+        return hinge_axis(b, layout.hinges, unit=unit_axis)
     if modality == "angular_velocity":
         return angular_velocity(b, layout.hinges, gamma)
     raise ValueError(f"unknown modality {modality!r}; known: {', '.join(MODALITY_NAMES)}")
