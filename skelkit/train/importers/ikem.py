@@ -113,12 +113,12 @@ def strip_module_prefix(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return dict(state)
 
 
-def _adapt(name: str, value: Tensor) -> Tensor:
+def _adapt(key: str, value: Tensor) -> Tensor:
     """The reference's layout of a value -> ours: queues (D, K) -> (K, D), pointers (1,) -> ()."""
-    if name.endswith("queue.keys"):
-        return value.t().contiguous()
-    if name.endswith("queue.ptr"):
+    if key.startswith("queue_ptr"):
         return value.reshape(())
+    if key.startswith("queue"):
+        return value.t().contiguous()
     return value
 
 
@@ -136,7 +136,7 @@ def _convert(reference_state: dict[str, Tensor], target: nn.Module, what: str,
         if name not in ours:
             raise ConversionError(f"{key} -> {name}: this {what} config has no such entry "
                                   "(other modalities, heads or encoder?)")
-        value = _adapt(name, torch.as_tensor(value))
+        value = _adapt(key, torch.as_tensor(value))
         want = ours[name]
         if tuple(value.shape) != tuple(want.shape):
             raise ConversionError(f"{key}: shape {tuple(value.shape)}, this {what} config has "
