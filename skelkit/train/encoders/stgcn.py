@@ -99,7 +99,8 @@ class STGCNBlock(nn.Module):
 
 
 class STGCN(nn.Module):
-    """(N, C, T, V, M) -> (N, out_dim) pooled features."""
+    """(N, C, T, V, M) -> (N, out_dim) pooled features. ``graph``: ``layout`` or ``reference``
+    (see ``skelkit.train.encoders.graph``); ``dropout`` acts in blocks 1-9 (never block 0)."""
 
     def __init__(self, in_channels: int, layout: Layout, num_bodies: int = 2,
                  channel_multiplier: float = 1.0, hidden_dim: int = 256, temporal_kernel: int = 9,

@@ -41,8 +41,9 @@ from skelkit.train.modalities import MODALITY_NAMES
 EXCHANGE_HIDDEN_SWITCH = Switch(
     "exchange_hidden_factor", 3, 1,
     "the exchange MLPs mlp2{j,m,b,a,r,o} are Linear(hidden, 3*hidden)-ReLU-Linear(3*hidden, "
-    "3*hidden) (net/crossclr_6views.py lines 160-177); the output stays 6*feature_dim, which "
-    "is 3*hidden at the published sizes; paper: hidden width = the encoder's")
+    "3*hidden) (net/crossclr_6views.py construction, lines 10-229); the output stays "
+    "6*feature_dim, which is 3*hidden at the published sizes; paper: hidden width = the "
+    "encoder's")
 UNIT_AXIS_SWITCH = Switch(
     "unit_axis", False, True,
     "the rotation-axis encoder reads the raw cross product b_v x b_w, not its unit vector "
