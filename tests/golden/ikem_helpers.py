@@ -120,8 +120,9 @@ def no_grad_names(params: Iterable[tuple[str, nn.Parameter]]) -> set[str]:
     return {n for n, p in params if p.requires_grad and p.grad is None}
 
 
-def print_max_diffs(title: str) -> None:
-    """The per-group max |diff| measured so far (``pytest -s`` shows them)."""
+def print_max_diffs(title: str, prefix: str | tuple[str, ...]) -> None:
+    """The per-group max |diff| of the groups named ``prefix ...`` (``pytest -s`` shows them)."""
     print(f"\n{title}: max |ours - reference| per group")
     for where, diff in sorted(MAX_DIFF.items()):
-        print(f"  {where}: {diff:.3g}")
+        if where.startswith(prefix):
+            print(f"  {where}: {diff:.3g}")

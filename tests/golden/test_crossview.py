@@ -31,7 +31,7 @@ def golden() -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module", autouse=True)
 def _report():
     yield
-    print_max_diffs("crossview_loss.npz")
+    print_max_diffs("crossview_loss.npz", "crossview")
 
 
 def _inputs(golden):

@@ -39,7 +39,7 @@ def golden() -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module", autouse=True)
 def _report():
     yield
-    print_max_diffs("ikem_step.npz")
+    print_max_diffs("ikem_step.npz", "ikem")
 
 
 def ikem_config(golden: dict[str, np.ndarray], **switches: object) -> dict:

@@ -39,7 +39,7 @@ def golden() -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module", autouse=True)
 def _report():
     yield
-    print_max_diffs("stgcn.npz")
+    print_max_diffs("stgcn.npz", ("stgcn", "graph"))
 
 
 def _model(golden: dict[str, np.ndarray], dropout: float, graph: str = "reference"

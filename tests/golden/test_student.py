@@ -50,7 +50,7 @@ def golden() -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module", autouse=True)
 def _report():
     yield
-    print_max_diffs("student_step.npz")
+    print_max_diffs("student_step.npz", "student")
 
 
 def _sizes(golden: dict[str, np.ndarray]) -> dict:

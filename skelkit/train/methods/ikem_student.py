@@ -172,6 +172,10 @@ def load_teacher(run_dir: str | Path, layout: Layout, num_bodies: int,
                            f"{stored_layout.get('name')!r}; this store has layout {layout.name!r}")
     teacher = IKEM(teacher_cfg, layout, num_bodies)
     _check_state_matches(run_dir, teacher.state_dict(), ckpt["model"])
+    unexpected = sorted(set(ckpt["model"]) - set(teacher.state_dict()))
+    if unexpected:  # e.g. an IKEM run of an older skelkit (its separate concatenation queue)
+        raise TeacherError(f"teacher {run_dir}: checkpoint has {unexpected[0]} (and "
+                           f"{len(unexpected) - 1} more) that this IKEM does not: retrain it")
     teacher.load_state_dict(ckpt["model"])
     teacher.eval()
     teacher.requires_grad_(False)
