@@ -247,6 +247,15 @@ def test_teacher_errors_are_clear(tmp_path, teacher_run):
         IKEMStudent(student_cfg, KINECT20)
     with pytest.raises(ValueError, match="teacher run directory"):
         IKEMStudent.Config.from_dict({})
+    old = IKEM(IKEM.Config.from_dict(dict(TINY)), NTU25)  # an older IKEM's extra queue
+    state = {**old.state_dict(), "concat_queue.keys": torch.zeros(16, 48)}
+    _write_run(tmp_path / "old", "ikem", old, old.cfg.to_dict())
+    from skelkit.train.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "old" / "checkpoints" / "last.pt", method="ikem", epoch=1,
+                    model=state, optimizer=None, scheduler=None, scaler=None, config_text="")
+    with pytest.raises(TeacherError, match=r"concat_queue\.keys .*retrain"):
+        _student(tmp_path / "old")
 
 
 def test_ikem_stage_two_freezes_configured_keys_and_adds_eq2():
