@@ -304,8 +304,8 @@ class IKEMStudent(Method):
         bank = self.queue.keys.clone()
         view_banks = {v: self.teacher_queues[v].keys.clone() for v in teacher_names}
         out = StudentStepOutputs(teacher_concat.new_zeros(()), {}, {}, {})
+        miners: list[tuple[Tensor, Tensor]] = []  # (q_x . Q_x, positive mask of x)
         if self.behaviour.distill_loss == "reference":
-            miners = []
             for v, view in zip(teacher_names, views, strict=True):
                 sims_v = bank_similarities(view, view_banks[self.context_queue_of(v)])
                 out.masks[v] = positive_mask(sims_v, 1)
