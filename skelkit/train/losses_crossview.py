@@ -11,15 +11,28 @@ Reading of the papers (where they leave a choice open):
   view u only (view v learns from L_{u->v}).
 - IKEM's concatenated embeddings are unit vectors: the concatenation of n unit embeddings divided
   by sqrt(n); the mapped query z~_u is L2-normalised, so every logit is a cosine over tau.
+
+The authors' code computes a different loss (fidelity ``reference``, golden
+``crossview_loss.npz``; ``processor/pretrain_crossclr_6views.py`` lines 87-131 of IKEM, the same
+form in CrosSCLR's ``pretrain_crossclr_3views.py``): per directed pair (u, v) the logits
+[q_u.k_u, q_u.M_u, (q_u.M_u) * (q_v.M_v)] / tau with 1 + 2K columns, the positives
+[1, onehot(Topk(q_v.M_v)), the same onehot], and the term is the MEAN of -log p over the
+positives (not -log of their summed probability); q_v is not detached, so the term trains view v
+too. ``mined_view_loss`` and ``cross_view_reference`` below compute it; IKEM's student uses the
+same form with the student's embedding in place of q_u and the teacher's in place of q_v.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+from skelkit.train.losses import _full_precision
 
 
 def mine_topk(similarities: Tensor, k: int) -> Tensor:
@@ -156,6 +169,85 @@ def relational_distillation_total(students: Sequence[Tensor], teacher_views: Seq
             total = total + relational_distillation(student, teacher_concat, teacher_bank, view,
                                                     view_bank, temperature)
     return total
+
+
+# --- the authors' form (fidelity "reference") ---------------------------------------------------
+
+@_full_precision
+def bank_similarities(query: Tensor, bank: Tensor) -> Tensor:
+    """(N, K) q . m_i against a bank (K, D), in float32; the bank carries no gradient."""
+    return query.float() @ bank.detach().float().t()
+
+
+def positive_mask(similarities_v: Tensor, k: int = 1, context: bool = True) -> Tensor:
+    """View v's positives over the columns of ``context_logits``: [1, onehot(Topk(s^v)), and
+    with ``context`` the same onehot again] (net/crossclr_6views.py lines 1105-1134)."""
+    onehot = torch.zeros_like(similarities_v).scatter_(1, mine_topk(similarities_v, k), 1.0)
+    ones = torch.ones_like(similarities_v[:, :1])
+    return torch.cat([ones, onehot, onehot] if context else [ones, onehot], dim=1)
+
+
+@_full_precision
+def context_logits(positive: Tensor, similarities_u: Tensor, similarities_v: Tensor,
+                   temperature: float, context: bool = True) -> Tensor:
+    """[p, s^u, s^u * s^v] / tau (N, 1 + 2K); without ``context`` [p, s^u] / tau. Both factors
+    of the context block keep their gradient (net/crossclr_6views.py lines 975-1040)."""
+    parts = [positive.float().unsqueeze(1), similarities_u.float()]
+    if context:
+        parts.append(similarities_u.float() * similarities_v.float())
+    return torch.cat(parts, dim=1) / temperature
+
+
+@_full_precision
+def mean_positive_nll(logits: Tensor, mask: Tensor) -> Tensor:
+    """(N,) -sum(mask * log_softmax(logits)) / sum(mask): the mean of -log p over the positives
+    (processor/pretrain_crossclr_6views.py lines 87-120)."""
+    return -(F.log_softmax(logits.float(), dim=1) * mask).sum(dim=1) / mask.sum(dim=1)
+
+
+@dataclasses.dataclass
+class MinedViewLoss:
+    """One view's loss in the authors' form and what it is made of, per mining view."""
+
+    loss: Tensor
+    """Mean over the batch of the mean over mining views of the per-sample terms."""
+    logits: list[Tensor]
+    terms: list[Tensor]
+
+
+def mined_view_loss(positive: Tensor, similarities_u: Tensor,
+                    miners: Sequence[tuple[Tensor, Tensor]], temperature: float,
+                    context: bool = True) -> MinedViewLoss:
+    """loss_u = mean over the batch of (sum_v term_uv) / len(miners), where ``miners`` holds
+    (s^v, positive mask of v) per mining view v (pretrain_crossclr_6views.py lines 114-131)."""
+    if not miners:
+        raise ValueError("need at least one mining view")
+    logits = [context_logits(positive, similarities_u, s_v, temperature, context)
+              for s_v, _ in miners]
+    terms = [mean_positive_nll(lg, mask) for lg, (_, mask) in zip(logits, miners, strict=True)]
+    loss = (torch.stack(terms).sum(dim=0) / len(miners)).mean()
+    return MinedViewLoss(loss, logits, terms)
+
+
+def cross_view_reference(queries: Sequence[Tensor], keys: Sequence[Tensor],
+                         banks: Sequence[Tensor], k: int = 1, temperature: float = 0.07,
+                         context: bool = True) -> tuple[list[MinedViewLoss], list[Tensor]]:
+    """The authors' cross-view loss of every view u against all other views v (stage two of
+    CrosSCLR and IKEM, without IKEM's exchange term): (per-view losses, positive masks).
+    Mining uses each view's query (not its key), and no view is detached."""
+    n = len(queries)
+    if n < 2 or len(keys) != n or len(banks) != n:
+        raise ValueError(f"need at least two views with one key and bank each, got {n}")
+    for q, key, bank in zip(queries, keys, banks, strict=True):
+        _check_view(q, key, bank)
+    sims = [bank_similarities(q, bank) for q, bank in zip(queries, banks, strict=True)]
+    masks = [positive_mask(s, k, context) for s in sims]
+    losses = []
+    for u in range(n):
+        positive = (queries[u].float() * keys[u].detach().float()).sum(dim=1)
+        miners = [(sims[v], masks[v]) for v in range(n) if v != u]
+        losses.append(mined_view_loss(positive, sims[u], miners, temperature, context))
+    return losses, masks
 
 
 def _check_view(a: Tensor, b: Tensor, bank: Tensor) -> None:

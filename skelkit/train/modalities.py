@@ -24,7 +24,10 @@ def _unit(v: Tensor, dim: int = 1) -> Tensor:
 
 def _cross(u: Tensor, w: Tensor) -> Tensor:
     """Cross product over dim 1 by plain products: a self-cross is exactly zero here, whereas
-    torch.linalg.cross leaves float32 residue that unit() would blow up to a unit vector."""
+    torch.linalg.cross leaves float32 residue that unit() would blow up to a unit vector.
+    Where no self-cross can occur (the torso normal) and where the authors' residue is part of
+    what their encoder reads (the raw hinge axis), ``torch.linalg.cross`` is used instead: it
+    is the reference's arithmetic, bit for bit (golden ikem_step encoder inputs)."""
     u0, u1, u2 = u.unbind(1)
     w0, w1, w2 = w.unbind(1)
     return torch.stack([u1 * w2 - u2 * w1, u2 * w0 - u0 * w2, u0 * w1 - u1 * w0], dim=1)
@@ -69,14 +72,21 @@ def bones(x: Tensor, parents: Sequence[int], torso_normal: TorsoNormal | None = 
         u = b[:, :, :, tn.a] - b[:, :, :, tn.c]
         w = b[:, :, :, tn.b] - b[:, :, :, tn.c]
         b = b.clone()
-        b[:, :, :, tn.joint] = _unit(_cross(u, w))
+        b[:, :, :, tn.joint] = _unit(torch.linalg.cross(u, w, dim=1))
     return b
 
 
-def hinge_axis(b: Tensor, hinges: Sequence[tuple[int, int]]) -> Tensor:
-    """r_v = unit(b_v x b_w) for each hinge (v, w)."""
+def hinge_axis(b: Tensor, hinges: Sequence[tuple[int, int]], unit: bool = True) -> Tensor:
+    """r_v = unit(b_v x b_w) for each hinge (v, w); the raw cross product with ``unit=False``
+    (what IKEM's model feeds its rotation-axis encoder, net/crossclr_6views.py). A self-paired
+    hinge (NTU joint 21) is exactly zero in the unit axis; the raw one keeps torch's rounding
+    residue (|value| ~1e-8) as the reference does: its encoder amplifies it measurably (the
+    train-mode BatchNorms of a freshly initialised ST-GCN work where var << eps)."""
     v_idx, w_idx = _hinge_indices(hinges, b.device)
-    return _unit(_cross(b.index_select(3, v_idx), b.index_select(3, w_idx)))
+    b_v, b_w = b.index_select(3, v_idx), b.index_select(3, w_idx)
+    if not unit:
+        return torch.linalg.cross(b_v, b_w, dim=1)
+    return _unit(_cross(b_v, b_w))
 
 
 def hinge_angle(b: Tensor, hinges: Sequence[tuple[int, int]]) -> Tensor:
@@ -94,8 +104,11 @@ def angular_velocity(b: Tensor, hinges: Sequence[tuple[int, int]],
     return hinge_axis(b, hinges) * temporal_difference(theta, gamma)
 
 
-def derive(x: Tensor, modality: str, gamma: Tensor | None, layout: Layout) -> Tensor:
-    """One modality (N, 3, T, V, M) from joints (N, 3, T, V, M), the layout's bone tree."""
+def derive(x: Tensor, modality: str, gamma: Tensor | None, layout: Layout,
+           unit_axis: bool = True) -> Tensor:
+    """One modality (N, 3, T, V, M) from joints (N, 3, T, V, M), the layout's bone tree.
+    ``unit_axis=False`` gives the raw hinge axis b_v x b_w for ``axis`` (the store keeps the unit
+    axis; angular velocity always uses the unit one)."""
     if x.shape[3] != layout.num_joints:
         raise ValueError(f"joints have V={x.shape[3]}, layout {layout.name} has {layout.num_joints}")
     if modality == "joint":
@@ -108,7 +121,7 @@ def derive(x: Tensor, modality: str, gamma: Tensor | None, layout: Layout) -> Te
     if modality == "bone":
         return b
     if modality == "axis":
-        return hinge_axis(b, layout.hinges)
+        return hinge_axis(b, layout.hinges, unit=unit_axis)
     if modality == "angular_velocity":
         return angular_velocity(b, layout.hinges, gamma)
     raise ValueError(f"unknown modality {modality!r}; known: {', '.join(MODALITY_NAMES)}")

@@ -199,6 +199,9 @@ def test_packaged_configs_resolve_to_the_published_settings(method, dataset):
     cls = {"crossclr": CrosSCLR, "ikem": IKEM, "ikem-student": IKEMStudent}[method]
     overrides = ["model.teacher=runs/teacher"] if method == "ikem-student" else []
     cfg = resolve_run_config(method, cls, f"{method}/{dataset}", overrides)
+    assert cfg.model.fidelity == "reference"
+    # At the tiny widths the authors' init collapses the embeddings (measured, see tiny.yaml).
+    assert cfg.model.switches == ({"init": "default"} if dataset == "tiny" else {})
     assert cfg.model.temperature == 0.07
     assert cfg.data.augment[0] == {"name": "shear", "amplitude": 0.5}
     assert cfg.data.augment[1]["padding_ratio"] == 6
@@ -216,3 +219,69 @@ def test_packaged_configs_resolve_to_the_published_settings(method, dataset):
     if method == "ikem":
         assert cfg.model.frozen_key_modalities == ("joint", "bone", "axis")
 
+
+
+# --- fidelity: reference ------------------------------------------------------------------------
+
+def test_reference_init_draws_query_and_key_independently():
+    """The authors' weights_init after the key copy: N(0, 0.02) Conv/Linear, N(1, 0.02) BN
+    weights, zero biases, so query and key encoders differ; paper mode keeps exact copies."""
+    from torch import nn
+
+    model = _crossclr(fidelity="reference")
+    branch = model.branch("joint")
+    convs = [m for m in branch.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    weights = torch.cat([m.weight.flatten() for m in convs])
+    assert weights.std().item() == pytest.approx(0.02, rel=0.1)
+    assert all(m.bias is None or not m.bias.any() for m in convs)
+    norms = [m for m in branch.modules() if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d)]
+    gammas = torch.cat([m.weight for m in norms])
+    assert gammas.mean().item() == pytest.approx(1.0, abs=0.01)
+    assert gammas.std().item() == pytest.approx(0.02, rel=0.2)
+    assert not any(m.bias.any() for m in norms)
+    q, k = branch.encoder_q.blocks[3].gcn.conv.weight, branch.encoder_k.blocks[3].gcn.conv.weight
+    assert not torch.equal(q, k)
+    paper = _crossclr().branch("joint")
+    assert torch.equal(paper.encoder_q.blocks[3].gcn.conv.weight,
+                       paper.encoder_k.blocks[3].gcn.conv.weight)
+
+
+def test_reference_stage_two_is_the_codes_loss_and_freezes_joint_and_bone_keys():
+    from skelkit.train.losses_crossview import cross_view_reference
+
+    model = _crossclr(fidelity="reference", cross_view_epoch=1, momentum=0.5,
+                      switches={"dropout": 0.0})
+    model.eval()  # batch-independent BN, so the recomputation below sees the same encoders
+    mods = model.modalities
+
+    def first_key_weight(m):
+        return model.branch(m).encoder_k.blocks[0].gcn.conv.weight.clone()
+
+    for epoch in (0, 1):
+        before = {m: first_key_weight(m) for m in mods}
+        batch = _batch(seed=epoch)
+        with torch.no_grad():
+            out = model.step(batch, epoch)
+            z_q = [model.branch(m).query(model.derive_input(batch["q"], batch["gamma"], m))[0]
+                   for m in mods]
+        moved = {m for m in mods if not torch.equal(before[m], first_key_weight(m))}
+        assert moved == ({"joint", "motion", "bone"} if epoch == 0 else {"motion"})
+    views = out.views
+    losses, _ = cross_view_reference(z_q, [views.z_k[m] for m in mods],
+                                     [views.bank[m] for m in mods], k=1, temperature=0.07)
+    assert out.loss.item() == pytest.approx(sum(x.loss.item() for x in losses), rel=1e-5)
+    assert out.logs["stage"] == 2.0 and out.cross is not None
+
+
+def test_switches_override_one_difference_and_encoder_args_cannot():
+    model = _crossclr(fidelity="reference", switches={"graph": "layout"})
+    from skelkit.store.layout import NTU25
+    from skelkit.train.encoders.graph import spatial_partitions
+
+    encoder = model.branch("joint").encoder_q
+    assert torch.equal(encoder.adjacency, torch.from_numpy(spatial_partitions(NTU25)))
+    assert encoder.blocks[1].tcn[4].p == 0.5  # the other switches keep their reference values
+    with pytest.raises(ValueError, match=r"encoder_args\.dropout: set by the fidelity switch"):
+        _crossclr(encoder_args={"channel_multiplier": 0.0625, "dropout": 0.3})
+    with pytest.raises(ValueError, match="unknown bogus"):
+        _crossclr(switches={"bogus": 1})

@@ -198,22 +198,27 @@ def test_student_loads_teacher_weights_and_teacher_gets_no_gradient(teacher_run)
 
 
 def test_student_loss_is_eq8_of_the_teacher_embeddings(teacher_run):
+    """Paper mode: L_ts = sum_u sum_v L_{v->u} (Eq. 7-8) with M the bank of teacher
+    concatenations and M^v the bank of the teacher's modality-v embeddings (rows aligned)."""
     run_dir, _ = teacher_run
     student = _student(run_dir)
     student.eval()  # deterministic BN for the reference computation
     batch = _batch(seed=3)
     teacher_views = student.teacher_views(batch["k"], batch["gamma"])
+    names = student.cfg.teacher_modalities
     bank = student.queue.keys.clone()
-    n = len(teacher_views)
-    bank_views = [bank[:, i * 8:(i + 1) * 8] * math.sqrt(n) for i in range(n)]
-    students = [F.normalize(student.heads[u](student.encoders[u](
-        student.derive_input(batch["q"], batch["gamma"], u))), dim=1)
-        for u in ("joint", "motion", "bone")]
+    view_banks = [student.teacher_queues[v].keys.clone() for v in names]
     with torch.no_grad():
-        want = relational_distillation_total(students, teacher_views, bank_views, 0.07).item()
+        students = [student.student_embedding(batch["q"], batch["gamma"], u)
+                    for u in ("joint", "motion", "bone")]
+        z_t = concat_unit(teacher_views)
+        want = sum(_direct_eq7(s, z_t, bank, z_v, bank_v, 0.07)
+                   for s in students for z_v, bank_v in zip(teacher_views, view_banks))
         got, _ = student.training_step(batch, epoch=0)
     assert got.item() == pytest.approx(want, rel=1e-5)
-    assert torch.allclose(student.queue.keys[:4], concat_unit(teacher_views), atol=1e-6)
+    assert torch.allclose(student.queue.keys[:4], z_t, atol=1e-6)
+    for v, z_v in zip(names, teacher_views):  # written at the same rows
+        assert torch.allclose(student.teacher_queues[v].keys[:4], z_v, atol=1e-6)
 
 
 def test_teacher_errors_are_clear(tmp_path, teacher_run):
@@ -242,11 +247,19 @@ def test_teacher_errors_are_clear(tmp_path, teacher_run):
         IKEMStudent(student_cfg, KINECT20)
     with pytest.raises(ValueError, match="teacher run directory"):
         IKEMStudent.Config.from_dict({})
+    old = IKEM(IKEM.Config.from_dict(dict(TINY)), NTU25)  # an older IKEM's extra queue
+    state = {**old.state_dict(), "concat_queue.keys": torch.zeros(16, 48)}
+    _write_run(tmp_path / "old", "ikem", old, old.cfg.to_dict())
+    from skelkit.train.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "old" / "checkpoints" / "last.pt", method="ikem", epoch=1,
+                    model=state, optimizer=None, scheduler=None, scaler=None, config_text="")
+    with pytest.raises(TeacherError, match=r"concat_queue\.keys .*retrain"):
+        _student(tmp_path / "old")
 
 
-def test_ikem_stage_two_freezes_configured_keys_and_adds_eq2(monkeypatch):
+def test_ikem_stage_two_freezes_configured_keys_and_adds_eq2():
     from skelkit.store.layout import NTU25
-    from skelkit.train.methods import ikem as ikem_module
     from skelkit.train.methods.ikem import IKEM
 
     torch.manual_seed(0)
@@ -257,21 +270,25 @@ def test_ikem_stage_two_freezes_configured_keys_and_adds_eq2(monkeypatch):
         for p in model.parameters():
             if p.requires_grad:
                 p.add_(0.1)
-    calls = []
-    real = ikem_module.implicit_exchange
-    monkeypatch.setattr(ikem_module, "implicit_exchange",
-                        lambda *a, **k: calls.append(1) or real(*a, **k))
 
     def keys_snapshot():
         return {m: next(model.branch(m).encoder_k.parameters()).clone() for m in model.modalities}
 
     for epoch, frozen, stage in ((1, set(), 1.0), (2, {"joint", "axis"}, 2.0)):
-        calls.clear()
         before = keys_snapshot()
-        _, logs = model.training_step(_batch(seed=epoch), epoch)
+        out = model.step(_batch(seed=epoch), epoch)
         after = keys_snapshot()
-        assert logs["stage"] == stage
+        assert out.logs["stage"] == stage
         for m in model.modalities:
             assert torch.equal(before[m], after[m]) == (m in frozen), (epoch, m)
-        assert len(calls) == (6 if stage == 2.0 else 0)
-    assert logs["ikem"] > 0 and "contrast/angular_velocity" in logs
+        assert len(out.exchange_losses) == (6 if stage == 2.0 else 0)
+    # Stage two adds Eq. 2: Eq. 1 of every modality against the unit concatenations.
+    views = out.views
+    concat_key = concat_unit([views.z_k[m] for m in model.modalities])
+    concat_bank = concat_unit([views.bank[m] for m in model.modalities])
+    for m in model.modalities:
+        want = implicit_exchange(model.mapped_query(m, views.h_q[m]), concat_key, concat_bank)
+        assert out.exchange_losses[m].item() == pytest.approx(want.item(), rel=1e-5)
+    assert out.logs["ikem"] == pytest.approx(sum(v.item() for v in out.exchange_losses.values()),
+                                             rel=1e-6)
+    assert out.logs["ikem"] > 0 and "contrast/angular_velocity" in out.logs

@@ -4,6 +4,13 @@ Ten spatial-temporal blocks with channel widths 64,64,64,64,128,128,128,256,256 
 ``channel_multiplier`` (CrosSCLR uses 1/4) and a last block of ``hidden_dim`` channels (256, not
 scaled, as CrosSCLR's ``hidden_dim``), temporal stride 2 at blocks 5 and 8, learnable edge
 importance, dropout in blocks 2-10, then global average pooling over time, joints and bodies.
+
+The layers are those of ``net/st_gcn.py`` of the CrosSCLR/IKEM code (golden ``stgcn.npz``):
+``data_bn`` on the (N*M, V*C, T) view (channel 3v + c), per block a 1x1 conv to K*C_out channels
+aggregated over the K partitions, BatchNorm-ReLU-temporal conv-BatchNorm-Dropout, the residual,
+ReLU; pooling is the mean over (T, V), then over the bodies (an all-zero second body counts).
+Where the authors' code departs from the paper's graph and from our defaults, the difference is a
+fidelity switch (``GRAPH_SWITCH``, ``DROPOUT_SWITCH``) that the methods pass as encoder args.
 """
 
 from __future__ import annotations
@@ -12,10 +19,38 @@ import torch
 from torch import Tensor, nn
 
 from skelkit.store.layout import Layout
-from skelkit.train.encoders.graph import spatial_partitions
+from skelkit.train.encoders.graph import GRAPHS, build_adjacency
+from skelkit.train.fidelity import Switch
 
 _WIDTHS = (64, 64, 64, 64, 128, 128, 128, 256, 256)
 _STRIDES = (1, 1, 1, 1, 2, 1, 1, 2, 1, 1)
+
+GRAPH_SWITCH = Switch(
+    "graph", "reference", "layout",
+    "ST-GCN graph of net/utils/graph.py (IKEM, lines 3-147): NTU hand edges (22,23) (23,8) "
+    "(24,25) (25,12), hop distances cut at max_hop 1, partitions [self, source "
+    "farther-or-equal, source closer] (A[2] holds 8 entries); other layouts: the same "
+    "construction on the layout's edges")
+DROPOUT_SWITCH = Switch(
+    "dropout", 0.5, 0.0,
+    "Dropout(0.5) after the second BatchNorm of ST-GCN blocks 1-9 (net/st_gcn.py lines 77-156; "
+    "dropout: 0.5 in config/crossclr_6views/*.yaml)")
+_SWITCHED_ARGS = ("graph", "dropout")
+
+
+def stgcn_switch_args(encoder: str, behaviour: object) -> dict[str, object]:
+    """The ST-GCN encoder args a method's fidelity switches set (none for other encoders)."""
+    if encoder != "stgcn":
+        return {}
+    return {name: getattr(behaviour, name) for name in _SWITCHED_ARGS}
+
+
+def check_no_switched_args(encoder_args: dict[str, object]) -> None:
+    """``encoder_args`` must leave the switched ST-GCN args to ``model.switches``."""
+    owned = sorted(set(encoder_args) & set(_SWITCHED_ARGS))
+    if owned:
+        raise ValueError(f"encoder_args.{owned[0]}: set by the fidelity switch of that name "
+                         f"(model.switches.{owned[0]}), not by encoder_args")
 
 
 class GraphConv(nn.Module):
@@ -64,16 +99,22 @@ class STGCNBlock(nn.Module):
 
 
 class STGCN(nn.Module):
-    """(N, C, T, V, M) -> (N, out_dim) pooled features."""
+    """(N, C, T, V, M) -> (N, out_dim) pooled features. ``graph``: ``layout`` or ``reference``
+    (see ``skelkit.train.encoders.graph``); ``dropout`` acts in blocks 1-9 (never block 0)."""
 
     def __init__(self, in_channels: int, layout: Layout, num_bodies: int = 2,
                  channel_multiplier: float = 1.0, hidden_dim: int = 256, temporal_kernel: int = 9,
-                 dropout: float = 0.0, edge_importance: bool = True) -> None:
+                 dropout: float = 0.0, edge_importance: bool = True,
+                 graph: str = "layout") -> None:
         super().__init__()
         if channel_multiplier <= 0:
             raise ValueError(f"channel_multiplier must be positive, got {channel_multiplier}")
+        if graph not in GRAPHS:
+            raise ValueError(f"graph: one of {', '.join(GRAPHS)}, got {graph!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
         self.num_joints, self.num_bodies = layout.num_joints, num_bodies
-        self.register_buffer("adjacency", torch.from_numpy(spatial_partitions(layout)))
+        self.register_buffer("adjacency", torch.from_numpy(build_adjacency(layout, graph)))
         k = self.adjacency.shape[0]
         widths = [max(1, round(w * channel_multiplier)) for w in _WIDTHS] + [hidden_dim]
         # Per-body BatchNorm over (joint, channel), shared by the bodies, as CrosSCLR's ST-GCN.

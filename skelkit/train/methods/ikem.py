@@ -3,9 +3,14 @@
 Stage one trains every modality alone with InfoNCE. Stage two (from ``cross_view_epoch``) adds,
 next to CrosSCLR's explicit exchange L_cross (CrosSCLR Eq. 8), the implicit one L_ikem (IKEM
 Eq. 1-2): per modality an extra MLP g~_u maps the query encoder's feature to the space of the
-concatenated keys of all modalities, contrasted against a bank M_c of such concatenations. In
-stage two the key encoders of the high-performing modalities (the paper: joint, bone, axis) stop
-their momentum update ("the key encoder is frozen"), configurable by ``frozen_key_modalities``.
+concatenated keys of all modalities, contrasted against the bank M_c of concatenated keys, which
+is the per-modality banks stacked and renormalised (their rows are written together). In stage
+two the key encoders of the high-performing modalities (the paper: joint, bone, axis) stop their
+momentum update ("the key encoder is frozen"), configurable by ``frozen_key_modalities``; they
+still run, in train mode, so their BatchNorm statistics move.
+
+With ``fidelity: reference`` every number of one step equals the authors' code (golden
+``ikem_step.npz``); the switches (``IKEM_SWITCHES``) say where it departs from the paper.
 """
 
 from __future__ import annotations
@@ -13,25 +18,55 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from skelkit.store.layout import Layout
+from skelkit.train.encoders.stgcn import DROPOUT_SWITCH, GRAPH_SWITCH
+from skelkit.train.fidelity import Switch, SwitchTable
 from skelkit.train.heads import ProjectionHead
-from skelkit.train.losses_crossview import concat_unit, implicit_exchange
-from skelkit.train.methods.base import MethodConfig, batch_views
-from skelkit.train.methods.crossclr import CrosSCLR, CrosSCLRConfig
-from skelkit.train.moco import FeatureQueue
+from skelkit.train.losses import info_nce_logits
+from skelkit.train.methods.base import MethodConfig
+from skelkit.train.methods.crossclr import (
+    CROSS_VIEW_LOSS_SWITCH,
+    INIT_SWITCH,
+    CrosSCLR,
+    CrosSCLRConfig,
+    StepOutputs,
+    normal_init_,
+)
 from skelkit.train.modalities import MODALITY_NAMES
+
+EXCHANGE_HIDDEN_SWITCH = Switch(
+    "exchange_hidden_factor", 3, 1,
+    "the exchange MLPs mlp2{j,m,b,a,r,o} are Linear(hidden, 3*hidden)-ReLU-Linear(3*hidden, "
+    "3*hidden) (net/crossclr_6views.py construction, lines 10-229); the output stays "
+    "6*feature_dim, which is 3*hidden at the published sizes; paper: hidden width = the "
+    "encoder's")
+UNIT_AXIS_SWITCH = Switch(
+    "unit_axis", False, True,
+    "the rotation-axis encoder reads the raw cross product b_v x b_w, not its unit vector "
+    "(net/crossclr_6views.py stage one lines 466-693, golden ikem_step encoder_input)")
+STAGE_ONE_EXCHANGE_SWITCH = Switch(
+    "stage_one_exchange_grad", False, True,
+    "stage one leaves the exchange MLPs out of the graph: no gradient, so SGD's weight decay "
+    "and momentum leave them untouched until stage two (ikem_step stage1 grad_none; DDP then "
+    "needs engine.find_unused_parameters); paper: a zero-weighted term keeps them in the graph")
+
+IKEM_SWITCHES = SwitchTable("ikem", GRAPH_SWITCH, DROPOUT_SWITCH, INIT_SWITCH,
+                            CROSS_VIEW_LOSS_SWITCH, EXCHANGE_HIDDEN_SWITCH, UNIT_AXIS_SWITCH,
+                            STAGE_ONE_EXCHANGE_SWITCH)
 
 
 @dataclasses.dataclass
 class IKEMConfig(CrosSCLRConfig):
+    SWITCHES: ClassVar[SwitchTable | None] = IKEM_SWITCHES
     modalities: tuple[str, ...] = MODALITY_NAMES
     ikem_weight: float = 1.0
-    """Weight of L_ikem next to L_cross in stage two (the paper adds them: 1)."""
+    """Weight of L_ikem next to L_cross in stage two (the paper and the code add them: 1)."""
     frozen_key_modalities: tuple[str, ...] = ("joint", "bone", "axis")
-    """Key encoders without momentum update in stage two."""
+    """Key encoders without momentum update in stage two (paper and code agree)."""
 
     def validate(self) -> None:
         super().validate()
@@ -50,38 +85,47 @@ class IKEM(CrosSCLR):
 
     def __init__(self, cfg: IKEMConfig, layout: Layout, num_bodies: int = 2) -> None:
         super().__init__(cfg, layout, num_bodies)
+        self.unit_axis = self.behaviour.unit_axis
         concat_dim = cfg.feature_dim * len(self.modalities)
+        factor = self.behaviour.exchange_hidden_factor
         self.exchange = nn.ModuleDict({
-            m: ProjectionHead(self.branch(m).encoder_q.out_dim, concat_dim, mlp=True)
+            m: ProjectionHead(self.branch(m).encoder_q.out_dim, concat_dim, mlp=True,
+                              hidden_dim=self.branch(m).encoder_q.out_dim * factor)
             for m in self.modalities})
-        self.concat_queue = FeatureQueue(cfg.queue_size, concat_dim)
+        if self.behaviour.init == "normal":
+            normal_init_(self.exchange)
+
+    def stage_two_frozen_keys(self) -> tuple[str, ...]:
+        return tuple(self.cfg.frozen_key_modalities)  # type: ignore[attr-defined]
 
     def mapped_query(self, modality: str, hidden: Tensor) -> Tensor:
         """z~_u = g~_u(f_u), L2-normalised (IKEM §2.1)."""
         return F.normalize(self.exchange[modality](hidden), dim=1)
 
-    def training_step(self, batch: dict[str, Tensor], epoch: int) -> tuple[Tensor, dict[str, float]]:
+    def step(self, batch: dict[str, Tensor], epoch: int) -> StepOutputs:
+        out = super().step(batch, epoch)
         cfg: IKEMConfig = self.cfg  # type: ignore[assignment]
-        q, k, gamma = batch_views(batch)
-        stage_two = self.cross_view_stage(epoch)
-        views = self.encode_views(q, k, gamma,
-                                  cfg.frozen_key_modalities if stage_two else ())
-        loss, logs = self.view_loss(views, epoch)
-        concat_key = concat_unit([views.z_k[m] for m in self.modalities])  # z^_c
-        mapped = {m: self.mapped_query(m, views.h_q[m]) for m in self.modalities}
-        if stage_two:
-            bank = self.concat_queue.keys.clone()
-            ikem = loss.new_zeros(())
-            for m in self.modalities:  # IKEM Eq. 2: the sum over modalities of Eq. 1
-                ikem = ikem + implicit_exchange(mapped[m], concat_key, bank, cfg.temperature)
-            loss = loss + cfg.ikem_weight * ikem
-        else:
+        views, mods = out.views, self.modalities
+        ikem = out.loss.new_zeros(())
+        if self.cross_view_stage(epoch):
+            # z^_c and M_c: the unit concatenations of the keys and of the bank rows (the banks
+            # as they were before this step's enqueue).
+            concat_key = F.normalize(torch.cat([views.z_k[m] for m in mods], dim=1), dim=1)
+            concat_bank = F.normalize(torch.cat([views.bank[m] for m in mods], dim=1), dim=1)
+            for m in mods:  # IKEM Eq. 2: the sum over modalities of Eq. 1
+                logits = info_nce_logits(self.mapped_query(m, views.h_q[m]), concat_key,
+                                         concat_bank, cfg.temperature)
+                target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+                out.exchange_logits[m] = logits
+                out.exchange_losses[m] = F.cross_entropy(logits, target)
+                out.view_losses[m] = out.view_losses[m] + cfg.ikem_weight * out.exchange_losses[m]
+                ikem = ikem + out.exchange_losses[m]
+            out.loss = out.loss + cfg.ikem_weight * ikem
+        elif self.behaviour.stage_one_exchange_grad:
             # Keeps the exchange MLPs in the graph (DDP expects every parameter to get a
             # gradient) without changing the stage-one loss.
-            ikem = 0.0 * sum(t.sum() for t in mapped.values())
-            loss = loss + ikem
-        logs["ikem"] = float(ikem.detach())
-        self.enqueue(views)
-        self.concat_queue.enqueue(concat_key)
-        logs.update({"loss": float(loss.detach()), "stage": 2.0 if stage_two else 1.0})
-        return loss, logs
+            out.loss = out.loss + 0.0 * sum(self.mapped_query(m, views.h_q[m]).sum()
+                                            for m in mods)
+        out.logs["ikem"] = float(ikem.detach())
+        out.logs["loss"] = float(out.loss.detach())
+        return out

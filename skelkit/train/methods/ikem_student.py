@@ -2,18 +2,22 @@
 
 Each student stream u (joint, motion, bone) is an encoder plus an MLP g~'_u into the teacher's
 concatenated embedding space. The teacher run (``model.teacher``: its run directory) is loaded
-from ``config.yaml`` + ``checkpoints/last.pt`` (``weights_only=True``), kept in eval mode outside
-the module tree (never trained, never saved with the student, never switched to train mode) and
-encodes the key view; the student encodes the query view. A FIFO bank holds the teacher's unit
-concatenated embeddings; L_ts (IKEM Eq. 8) sums the relational distillation L_{v->u} (Eq. 7) over
-student streams u and teacher modalities v. The teacher's embedding of modality v is its query
-branch's projection (the representation it was trained to produce; no momentum update runs).
+from ``config.yaml`` + ``checkpoints/last.pt`` (``weights_only=True``) and kept outside the module
+tree (never trained, never saved with the student); it encodes the key view, the student the
+query view (the authors' code: teacher view 1, students view 2; the two views are drawn alike).
+Two FIFO banks, written together: the teacher's unit concatenated embeddings z^t and, per teacher
+modality, its unit embedding. L_ts (IKEM Eq. 8) sums the relational distillation L_{v->u}
+(Eq. 7) over student streams u and teacher modalities v. The teacher's embedding of modality v
+is its query branch's projection (the representation it was trained to produce).
+
+With ``fidelity: reference`` one step equals the authors' code (golden ``student_step.npz``,
+``net/crossclr_6views.py`` lines 765-915, ``processor/pretrain_student_6views.py`` lines 27-92);
+the switches (``STUDENT_SWITCHES``) say where it departs from the paper.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,12 +30,52 @@ from skelkit.store.layout import Layout
 from skelkit.train.checkpoint import CheckpointError, load_checkpoint
 from skelkit.train.config import ConfigError
 from skelkit.train.encoders import ENCODERS, build_encoder
+from skelkit.train.encoders.stgcn import (
+    DROPOUT_SWITCH,
+    GRAPH_SWITCH,
+    check_no_switched_args,
+    stgcn_switch_args,
+)
+from skelkit.train.fidelity import Switch, SwitchTable
 from skelkit.train.heads import ProjectionHead
-from skelkit.train.losses_crossview import relational_distillation
+from skelkit.train.losses_crossview import (
+    MinedViewLoss,
+    bank_similarities,
+    mined_view_loss,
+    positive_mask,
+    relational_distillation,
+)
 from skelkit.train.methods.base import Method, MethodConfig, batch_views
+from skelkit.train.methods.crossclr import INIT_SWITCH, normal_init_
 from skelkit.train.methods.ikem import IKEM, IKEMConfig
 from skelkit.train.moco import FeatureQueue
 from skelkit.train.modalities import MODALITY_NAMES, derive
+
+DISTILL_LOSS_SWITCH = Switch(
+    "distill_loss", "reference", "paper",
+    "per teacher view x and student y: logits [s_y.t, s_y.Q_t, (q_x.Q_x)*(s_y.Q_t)]/T, positives "
+    "[1, onehot(top-1 of q_x.Q_x), same], term = mean of -log p over the positives; per student "
+    "the mean over the batch of sum_x term / 6 (net/crossclr_6views.py lines 765-915, "
+    "processor/pretrain_student_6views.py lines 27-92); paper: IKEM Eq. 7 summed as Eq. 8")
+HEAD_HIDDEN_SWITCH = Switch(
+    "head_hidden_factor", 3, 1,
+    "student heads Linear(hidden, 3*hidden)-ReLU-Linear(3*hidden, 3*hidden) "
+    "(net/crossclr_6views.py lines 231-349); the output stays 6*teacher_feature_dim, which is "
+    "3*hidden at the published sizes; paper: hidden width = the encoder's")
+TEACHER_MODE_SWITCH = Switch(
+    "teacher_mode", "train", "eval",
+    "the frozen teacher runs under no_grad but in train mode, as the processor sets the whole "
+    "model to train mode: BatchNorm batch statistics (running ones updated), dropout active "
+    "(processor/pretrain_student_6views.py train(), golden student_step README)")
+OMEGA_CONTEXT_SWITCH = Switch(
+    "omega_context_queue", "bone", "own",
+    "the omega teacher view is compared with the bone queue, q_o.Q_bone, for both its context "
+    "columns and its mined positive (net/crossclr_6views.py line 804, a quirk the published "
+    "numbers include); paper: its own queue")
+
+STUDENT_SWITCHES = SwitchTable("ikem-student", GRAPH_SWITCH, DROPOUT_SWITCH, INIT_SWITCH,
+                               DISTILL_LOSS_SWITCH, HEAD_HIDDEN_SWITCH, TEACHER_MODE_SWITCH,
+                               OMEGA_CONTEXT_SWITCH)
 
 
 class TeacherError(ConfigError):
@@ -41,6 +85,7 @@ class TeacherError(ConfigError):
 
 @dataclasses.dataclass
 class IKEMStudentConfig(MethodConfig):
+    SWITCHES: ClassVar[SwitchTable | None] = STUDENT_SWITCHES
     teacher: str = ""
     """Run directory of a six-modality ``ikem`` run (``skeltrain run ikem-student --teacher``)."""
     modalities: tuple[str, ...] = ("joint", "motion", "bone")
@@ -65,10 +110,26 @@ class IKEMStudentConfig(MethodConfig):
                 raise ValueError(f"{key}: distinct names from {MODALITY_NAMES}, got {list(names)}")
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder: {self.encoder!r} is not one of {', '.join(ENCODERS)}")
+        check_no_switched_args(self.encoder_args)
         if self.teacher_feature_dim <= 0 or self.queue_size <= 0:
             raise ValueError("teacher_feature_dim and queue_size must be positive")
         if self.temperature <= 0:
             raise ValueError(f"temperature: must be positive, got {self.temperature}")
+
+
+@dataclasses.dataclass
+class StudentStepOutputs:
+    """One student step's loss and its parts (the golden tests read them)."""
+
+    loss: Tensor
+    logs: dict[str, float]
+    stream_losses: dict[str, Tensor]
+    """Per student stream u: its distillation loss."""
+    students: dict[str, MinedViewLoss]
+    """``distill_loss: reference``: per student stream its logits and terms, in the order of the
+    teacher modalities."""
+    masks: dict[str, Tensor] = dataclasses.field(default_factory=dict)
+    """``distill_loss: reference``: the positive mask of each teacher modality."""
 
 
 def load_teacher(run_dir: str | Path, layout: Layout, num_bodies: int,
@@ -111,6 +172,10 @@ def load_teacher(run_dir: str | Path, layout: Layout, num_bodies: int,
                            f"{stored_layout.get('name')!r}; this store has layout {layout.name!r}")
     teacher = IKEM(teacher_cfg, layout, num_bodies)
     _check_state_matches(run_dir, teacher.state_dict(), ckpt["model"])
+    unexpected = sorted(set(ckpt["model"]) - set(teacher.state_dict()))
+    if unexpected:  # e.g. an IKEM run of an older skelkit (its separate concatenation queue)
+        raise TeacherError(f"teacher {run_dir}: checkpoint has {unexpected[0]} (and "
+                           f"{len(unexpected) - 1} more) that this IKEM does not: retrain it")
     teacher.load_state_dict(ckpt["model"])
     teacher.eval()
     teacher.requires_grad_(False)
@@ -158,18 +223,26 @@ class IKEMStudent(Method):
 
     def __init__(self, cfg: IKEMStudentConfig, layout: Layout, num_bodies: int = 2) -> None:
         super().__init__(cfg, layout, num_bodies)
+        self.behaviour = cfg.behaviour()
         self.modalities = tuple(cfg.modalities)
         n_teacher, width = len(cfg.teacher_modalities), cfg.teacher_feature_dim
+        encoder_args = {**cfg.encoder_args, **stgcn_switch_args(cfg.encoder, self.behaviour)}
         self.encoders = nn.ModuleDict({
-            m: build_encoder(cfg.encoder, 3, layout, num_bodies, **cfg.encoder_args)
+            m: build_encoder(cfg.encoder, 3, layout, num_bodies, **encoder_args)
             for m in self.modalities})
+        factor = self.behaviour.head_hidden_factor
         self.heads = nn.ModuleDict({  # g~'_u into the teacher's concatenated space
-            m: ProjectionHead(self.encoders[m].out_dim, n_teacher * width, mlp=True)
+            m: ProjectionHead(self.encoders[m].out_dim, n_teacher * width, mlp=True,
+                              hidden_dim=self.encoders[m].out_dim * factor)
             for m in self.modalities})
+        if self.behaviour.init == "normal":
+            normal_init_(self.encoders)
+            normal_init_(self.heads)
+        # The teacher's unit concatenations z^t (IKEM Eq. 7's M) and, row for row, its unit
+        # embeddings per modality (M^v): written together, so row i holds one sample everywhere.
         self.queue = FeatureQueue(cfg.queue_size, n_teacher * width)
-        with torch.no_grad():  # unit slices, as every later entry has
-            parts = self.queue.keys.view(cfg.queue_size, n_teacher, width)
-            parts.copy_(F.normalize(parts, dim=2) / math.sqrt(n_teacher))
+        self.teacher_queues = nn.ModuleDict({
+            v: FeatureQueue(cfg.queue_size, width) for v in cfg.teacher_modalities})
         # A tuple keeps the teacher out of the module tree: not in state_dict, not in
         # parameters(), not switched to train mode by the engine.
         self._teacher: tuple[IKEM, ...]
@@ -195,36 +268,70 @@ class IKEMStudent(Method):
         self._check_modality(modality)
         return derive(x, modality, gamma, self.layout)
 
+    def student_embedding(self, x: Tensor, gamma: Tensor | None, modality: str) -> Tensor:
+        """s_u = unit(g~'_u(f_u)) of student stream ``modality`` from joints."""
+        hidden = self.encoders[modality](self.derive_input(x, gamma, modality))
+        return F.normalize(self.heads[modality](hidden), dim=1)
+
     @torch.no_grad()
     def teacher_views(self, x: Tensor, gamma: Tensor) -> list[Tensor]:
-        """The teacher's unit embeddings z^t_v of every teacher modality, in config order."""
+        """The teacher's unit embeddings z^t_v of every teacher modality, in config order, each
+        from the teacher's own derivation of its input. ``teacher_mode: train`` runs it in the
+        student's mode (the authors' processor sets the whole model to train mode: batch
+        statistics, running statistics updated, dropout active), else in eval mode."""
         teacher = self.teacher
         if next(teacher.parameters()).device != x.device:
             teacher.to(x.device)
-        teacher.eval()
-        return [teacher.branch(v).query(derive(x, v, gamma, self.layout))[0].float()
+        teacher.train(self.training and self.behaviour.teacher_mode == "train")
+        return [teacher.branch(v).query(teacher.derive_input(x, gamma, v))[0].float()
                 for v in self.cfg.teacher_modalities]
 
-    def training_step(self, batch: dict[str, Tensor], epoch: int) -> tuple[Tensor, dict[str, float]]:
+    def context_queue_of(self, modality: str) -> str:
+        """The teacher queue whose similarities weight (and mine for) teacher ``modality``."""
+        teacher_modalities = self.cfg.teacher_modalities
+        if (modality == "angular_velocity" and self.behaviour.omega_context_queue == "bone"
+                and "bone" in teacher_modalities):
+            return "bone"
+        return modality
+
+    def step(self, batch: dict[str, Tensor], epoch: int) -> StudentStepOutputs:
+        """One step with its parts: teacher and student embeddings, loss, enqueue."""
         cfg: IKEMStudentConfig = self.cfg  # type: ignore[assignment]
         q, k, gamma = batch_views(batch)
         views = self.teacher_views(k, gamma)
-        n_teacher, width = len(views), cfg.teacher_feature_dim
-        teacher_concat = torch.cat(views, dim=1) / math.sqrt(n_teacher)  # z^t
+        teacher_names = tuple(cfg.teacher_modalities)
+        teacher_concat = F.normalize(torch.cat(views, dim=1), dim=1)  # z^t
         bank = self.queue.keys.clone()
-        bank_views = [bank[:, i * width:(i + 1) * width] * math.sqrt(n_teacher)
-                      for i in range(n_teacher)]
-        loss = teacher_concat.new_zeros(())
-        logs: dict[str, float] = {}
+        view_banks = {v: self.teacher_queues[v].keys.clone() for v in teacher_names}
+        out = StudentStepOutputs(teacher_concat.new_zeros(()), {}, {}, {})
+        miners: list[tuple[Tensor, Tensor]] = []  # (q_x . Q_x, positive mask of x)
+        if self.behaviour.distill_loss == "reference":
+            for v, view in zip(teacher_names, views, strict=True):
+                sims_v = bank_similarities(view, view_banks[self.context_queue_of(v)])
+                out.masks[v] = positive_mask(sims_v, 1)
+                miners.append((sims_v, out.masks[v]))
         for u in self.modalities:
-            student = F.normalize(self.heads[u](self.encoders[u](self.derive_input(q, gamma, u))),
-                                  dim=1)
-            stream = loss.new_zeros(())
-            for view, view_bank in zip(views, bank_views, strict=True):
-                stream = stream + relational_distillation(  # IKEM Eq. 7, summed as Eq. 8
-                    student, teacher_concat, bank, view, view_bank, cfg.temperature)
-            loss = loss + stream
-            logs[f"ts/{u}"] = float(stream.detach())
+            student = self.student_embedding(q, gamma, u)
+            if self.behaviour.distill_loss == "reference":
+                positive = (student.float() * teacher_concat).sum(dim=1)
+                out.students[u] = mined_view_loss(positive, bank_similarities(student, bank),
+                                                  miners, cfg.temperature)
+                stream = out.students[u].loss
+            else:
+                stream = out.loss.new_zeros(())
+                for v, view in zip(teacher_names, views, strict=True):
+                    stream = stream + relational_distillation(  # IKEM Eq. 7, summed as Eq. 8
+                        student, teacher_concat, bank, view,
+                        view_banks[self.context_queue_of(v)], cfg.temperature)
+            out.stream_losses[u] = stream
+            out.loss = out.loss + stream
+            out.logs[f"ts/{u}"] = float(stream.detach())
         self.queue.enqueue(teacher_concat)
-        logs["loss"] = float(loss.detach())
-        return loss, logs
+        for v, view in zip(teacher_names, views, strict=True):
+            self.teacher_queues[v].enqueue(view)
+        out.logs["loss"] = float(out.loss.detach())
+        return out
+
+    def training_step(self, batch: dict[str, Tensor], epoch: int) -> tuple[Tensor, dict[str, float]]:
+        out = self.step(batch, epoch)
+        return out.loss, out.logs
