@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from skelkit.prep.synth_nuisance import NUISANCE_LEVELS, Nuisance
 from skelkit.store.layout import Layout
 
 # Degrees of freedom of the kinematic actor: joint angles in radians, root terms in metres.
@@ -133,9 +134,10 @@ class Performer:
     """Personal speed factor (> 1 is faster)."""
 
 
-def make_performer(skel: Skeleton, pid: int, rng: np.random.Generator) -> Performer:
-    scale = rng.uniform(0.88, 1.10)
-    segment = {s: rng.normal(1.0, 0.05) for s in SEGMENTS}
+def make_performer(skel: Skeleton, pid: int, rng: np.random.Generator,
+                   nuisance: Nuisance = NUISANCE_LEVELS["none"]) -> Performer:
+    scale = rng.uniform(*nuisance.height_scale)
+    segment = {s: rng.normal(1.0, nuisance.segment_sd) for s in SEGMENTS}
     offsets = np.zeros_like(skel.rest)
     for v, p in enumerate(skel.parent):
         if v == p:
@@ -156,8 +158,8 @@ def make_performer(skel: Skeleton, pid: int, rng: np.random.Generator) -> Perfor
         offsets=offsets,
         rest_angles=rest_angles,
         left_handed=bool(rng.random() < 0.12),
-        gain=float(rng.normal(1.0, 0.1)),
-        tempo=float(np.exp(rng.normal(0.0, 0.12))),
+        gain=float(rng.normal(1.0, nuisance.gain_sd)),
+        tempo=float(np.exp(rng.normal(0.0, nuisance.tempo_sd))),
     )
 
 
