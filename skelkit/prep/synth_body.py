@@ -145,14 +145,12 @@ def make_performer(skel: Skeleton, pid: int, rng: np.random.Generator,
         factor = scale * segment[SEGMENT_OF_JOINT[skel.layout.joint_names[v]]]
         offsets[v] = (skel.rest[v] - skel.rest[p]) * factor
     rest_angles = np.zeros(NUM_DOF)
-    rest_angles[DOF["torso_pitch"]] = rng.uniform(-0.03, 0.12)
-    rest_angles[DOF["head_pitch"]] = rng.uniform(-0.1, 0.15)
+    habit = dict(nuisance.posture)
+    rest_angles[DOF["torso_pitch"]] = rng.uniform(*habit["torso_pitch"])
+    rest_angles[DOF["head_pitch"]] = rng.uniform(*habit["head_pitch"])
     for side in ("left", "right"):
-        rest_angles[DOF[f"shoulder_abd_{side}"]] = rng.uniform(0.03, 0.2)
-        rest_angles[DOF[f"shoulder_flex_{side}"]] = rng.uniform(-0.05, 0.15)
-        rest_angles[DOF[f"elbow_{side}"]] = rng.uniform(0.05, 0.35)
-        rest_angles[DOF[f"shoulder_rot_{side}"]] = rng.uniform(-0.2, 0.2)
-        rest_angles[DOF[f"hip_abd_{side}"]] = rng.uniform(0.0, 0.1)
+        for dof in ("shoulder_abd", "shoulder_flex", "elbow", "shoulder_rot", "hip_abd"):
+            rest_angles[DOF[f"{dof}_{side}"]] = rng.uniform(*habit[dof])
     return Performer(
         pid=pid,
         offsets=offsets,
