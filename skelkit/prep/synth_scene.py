@@ -252,10 +252,15 @@ def drop_joints(skel: Skeleton, body: Body, rng: np.random.Generator,
         chain = [skel.index[n] for n in DROPOUT_CHAINS[int(rng.integers(len(DROPOUT_CHAINS)))]]
         start = int(rng.integers(0, t_len))
         stop = min(t_len, start + int(rng.integers(lo, hi)))
-        held = body.joints[start, chain]
-        jitter = rng.normal(0.0, nuisance.joint_sigma, (stop - start, len(chain), 3))
-        body.joints[start:stop, chain] = held + jitter
-        body.tracking[start:stop, chain] = 1
+        hold_joints(body, chain, start, stop, rng, nuisance.joint_sigma)
+
+
+def hold_joints(body: Body, joints: list[int], start: int, stop: int, rng: np.random.Generator,
+                sigma: float) -> None:
+    """Frames start..stop-1 of ``joints``: where they were at ``start``, plus jitter, inferred."""
+    held = body.joints[start, joints]
+    body.joints[start:stop, joints] = held + rng.normal(0.0, sigma, (stop - start, len(joints), 3))
+    body.tracking[start:stop, joints] = 1
 
 
 def spurious_body(
