@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 export PATH="$PWD/.venv/bin:$PATH"
 OUT=${SKELKIT_DEMO_DIR:-demo}
-EPOCHS=${SKELKIT_DEMO_EPOCHS:-20}
+EPOCHS=${SKELKIT_DEMO_EPOCHS:-50}
 NUISANCE=${SKELKIT_DEMO_NUISANCE:-real}
 mkdir -p "$OUT"
 START=$SECONDS

@@ -177,7 +177,7 @@ def iter_ntu_samples(
     seed: int = 0,
     cameras: int = 3,
     replications: int = 2,
-    frames: tuple[int, int] = (40, 110),
+    frames: tuple[int, int] | None = None,
     layout: Layout = NTU25,
     nuisance: str | Nuisance = DEFAULT_NUISANCE,
 ) -> Iterator[SynthSample]:
@@ -185,9 +185,10 @@ def iter_ntu_samples(
     spec = dataset_spec(dataset)
     if spec.name == "pku2":
         raise ValueError("iter_ntu_samples: use iter_pku_videos for pku2")
+    nz = nuisance_level(nuisance)
+    frames = nz.frames if frames is None else frames
     _check_common(cameras, replications, frames)
     skel = skeleton_for(layout)
-    nz = nuisance_level(nuisance)
     cast = _Cast(skel, seed, nz)
     actions = pick_actions(spec, _default(classes, DEFAULT_CLASSES))
     people = pick_performers(spec, _default(performers, DEFAULT_PERFORMERS))
@@ -257,16 +258,17 @@ def iter_pku_videos(
     seed: int = 0,
     cameras: int = 3,
     replications: int = 2,
-    frames: tuple[int, int] = (40, 110),
+    frames: tuple[int, int] | None = None,
     layout: Layout = NTU25,
     nuisance: str | Nuisance = DEFAULT_NUISANCE,
 ) -> Iterator[SynthVideo]:
     """Every video of a synthetic PKU-MMD II set: each (subject, take) performs every chosen
     action once, in its own order, with idle gaps, seen from each view."""
     spec = dataset_spec("pku2")
+    nz = nuisance_level(nuisance)
+    frames = nz.frames if frames is None else frames
     _check_common(cameras, replications, frames)
     skel = skeleton_for(layout)
-    nz = nuisance_level(nuisance)
     cast = _Cast(skel, seed, nz)
     actions = pick_actions(spec, _default(classes, DEFAULT_CLASSES))
     subjects = pick_performers(spec, _default(performers, DEFAULT_PERFORMERS))
@@ -376,7 +378,7 @@ def synth_dataset(
     seed: int = 0,
     cameras: int = 3,
     replications: int = 2,
-    frames: tuple[int, int] = (40, 110),
+    frames: tuple[int, int] | None = None,
     layout: Layout = NTU25,
     nuisance: str | Nuisance = DEFAULT_NUISANCE,
 ) -> dict:

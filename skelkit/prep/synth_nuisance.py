@@ -74,12 +74,18 @@ class Nuisance:
     dropout_rate: float
     posture: tuple[tuple[str, tuple[float, float]], ...]
     """Range of each habitual joint angle (radians), drawn once per performer."""
+    frames: tuple[int, int]
+    """Recording lengths (frames at 30 fps) a take's length is drawn around."""
     dropout_frames: tuple[int, int] = (5, 31)
     """Length range of a dropout run (high exclusive)."""
 
     def as_dict(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+
+_NONE_POSTURE = (("torso_pitch", (-0.03, 0.12)), ("head_pitch", (-0.1, 0.15)),
+                 ("shoulder_abd", (0.03, 0.2)), ("shoulder_flex", (-0.05, 0.15)),
+                 ("elbow", (0.05, 0.35)), ("shoulder_rot", (-0.2, 0.2)), ("hip_abd", (0.0, 0.1)))
 
 NUISANCE_LEVELS: dict[str, Nuisance] = {
     "none": Nuisance(
@@ -88,19 +94,14 @@ NUISANCE_LEVELS: dict[str, Nuisance] = {
         rig_height=(0.5, 1.5), aim_sd_deg=4.0, roll_sd_deg=1.0, tilt_sd_deg=1.5,
         azimuth_sd_deg=2.0, joint_sigma=0.004, extremity_sigma=0.010, glitch_rate=0.6,
         dropout_rate=0.0,
-        posture=(("torso_pitch", (-0.03, 0.12)), ("head_pitch", (-0.1, 0.15)),
-                 ("shoulder_abd", (0.03, 0.2)), ("shoulder_flex", (-0.05, 0.15)),
-                 ("elbow", (0.05, 0.35)), ("shoulder_rot", (-0.2, 0.2)), ("hip_abd", (0.0, 0.1))),
+        posture=_NONE_POSTURE, frames=(40, 110),
     ),
     "real": Nuisance(
         name="real", height_scale=(0.78, 1.12), segment_sd=0.08, gain_sd=0.2, tempo_sd=0.25,
         lead_divisor=2.8, tail_divisor=3.5, warp=0.9, timing_sd=0.08, take_length_sd=0.25,
-        rig_height=(0.4, 2.2), aim_sd_deg=8.0, roll_sd_deg=5.0, tilt_sd_deg=4.0,
+        rig_height=(0.3, 2.6), aim_sd_deg=10.0, roll_sd_deg=8.0, tilt_sd_deg=5.0,
         azimuth_sd_deg=8.0, joint_sigma=0.008, extremity_sigma=0.020, glitch_rate=1.5,
-        dropout_rate=2.0,
-        posture=(("torso_pitch", (-0.10, 0.25)), ("head_pitch", (-0.25, 0.3)),
-                 ("shoulder_abd", (0.0, 0.45)), ("shoulder_flex", (-0.15, 0.35)),
-                 ("elbow", (0.0, 0.9)), ("shoulder_rot", (-0.5, 0.5)), ("hip_abd", (0.0, 0.25))),
+        dropout_rate=2.0, posture=_NONE_POSTURE, frames=(60, 150),
     ),
 }
 DEFAULT_NUISANCE = "real"
