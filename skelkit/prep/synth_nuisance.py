@@ -1,19 +1,26 @@
 """How much of real recordings' nuisance a synthetic set carries: two named levels.
 
 ``none`` is the generator as it was before the nuisance levels existed, bit for bit (its numbers
-are the ones every range below had). ``real`` widens each range to what real recordings show
-and adds dropped joints, so that raw joint coordinates cannot simply be matched between people:
-what the pre-training invariances are for. Each range, and why:
+are the ones in brackets below). ``real`` (the default) widens each range towards what real
+recordings show and adds dropped joints, so that raw joint coordinates cannot simply be matched
+between people and cameras: what the pre-training invariances are for. Each range, and why:
 
 Performers (one draw per person, ``synth_body.make_performer``)
 - ``height_scale`` 0.78-1.12 x a 1.75 m actor (1.37-1.96 m): NTU RGB+D's performers are 10 to 35
-  years old, so statures run from children's to tall adults'. (none: 0.88-1.10)
+  years old, so statures run from children's to tall adults'. (0.88-1.10)
 - ``segment_sd`` 8 % per segment (upper arm, forearm, thigh, shoulders, ...): limb-to-stature
   ratios differ between adults by about that much, more between children and adults. (5 %)
 - ``gain_sd`` 0.2 and ``tempo_sd`` 0.25 (log): how far and how fast a person habitually moves;
   some wave with the whole arm, some with the hand; some act twice as fast. (0.1, 0.12)
+- ``posture`` (habitual stance: torso and head pitch, arm hang, elbow bend, stance width) is NOT
+  widened. Tried at about 2.5 times the ranges: it lowered every representation alike (raw fixed
+  joints 36.7 -> 33.4 %, CMD tiny 38.9 -> 33.7 %, random init 36.1 -> 26.0 %, KNN on the demo
+  store), because CMD's view is aligned on the first frame's spine, which a stoop tilts; it made
+  the set harder without telling representations apart.
 
 Takes (``synth_motion.perform``, ``synth._take_length``)
+- ``frames`` 60-150: recording lengths at 30 fps around which a take's length is drawn (NTU
+  clips run about 1-10 s, most 2-5 s, idle time included). (40-110)
 - ``lead_divisor`` 2.8, ``tail_divisor`` 3.5: the idle time before the action starts (up to
   1/2.8 = 36 % of the clip) and after it ends (up to 29 %). NTU clips start when the operator
   presses record and the performer reacts to a cue, so the action begins anywhere in the first
@@ -23,27 +30,32 @@ Takes (``synth_motion.perform``, ``synth._take_length``)
 - ``take_length_sd`` 0.25 (log): how long the same person takes for the same action. (0.15)
 
 Cameras (``synth_scene.make_rig``, ``synth_scene.camera_pose``)
-- ``rig_height`` 0.4-2.2 m and ``aim_sd_deg`` 8: NTU's setups vary the camera height (tripods low
-  and high) and the operators aimed by eye, so the camera's pitch against the floor differs by
-  tens of degrees between setups (genuine NTU files show spine pitches from about -36 to +2
-  degrees in camera space). (0.5-1.5 m, 4 degrees)
-- ``roll_sd_deg`` 5: the Kinect reports camera-space coordinates, not gravity-aligned ones, and a
-  tripod head is rarely levelled; genuine files show the spine leaning sideways by up to about
-  10 degrees. (1 degree)
-- ``tilt_sd_deg`` 4 and ``azimuth_sd_deg`` 8: each of the three cameras of a setup is placed and
+- ``rig_height`` 0.3-2.6 m and ``aim_sd_deg`` 10: NTU's setups vary the camera height (from a
+  low tripod to a high mount) and the operators aimed by eye, so the camera's pitch against the
+  floor differs by tens of degrees between setups (the 15 genuine NTU files in ../shared/data show
+  the spine pitched from -36 to +2 degrees in camera space, from 4 setups only). (0.5-1.5 m, 4)
+- ``roll_sd_deg`` 8: the Kinect reports camera-space coordinates, not gravity-aligned ones, and a
+  tripod head is rarely levelled; the genuine files show the spine leaning sideways by up to 12
+  degrees in camera space. This stands for the camera's roll and the performer's sideways lean
+  together, so it is wider than a camera's roll alone is likely to be. (1 degree)
+- ``tilt_sd_deg`` 5 and ``azimuth_sd_deg`` 8: each of the three cameras of a setup is placed and
   aimed separately, not exactly at -45/0/+45 degrees. (1.5 and 2 degrees)
+  The store's fixed view (IKEM/CrosSCLR feeder) turns the body about the vertical axis only, so
+  pitch and roll stay in the raw fixed joints; CMD's sequence view aligns the first frame's spine
+  and shoulders, which removes them.
 
-Sensor (``synth_scene.sense``)
+Sensor (``synth_scene.sense``, ``synth_scene.drop_joints``)
 - ``joint_sigma`` 8 mm, ``extremity_sigma`` 20 mm: Kinect v2 skeleton jitter, worst on hands and
   feet. (4 mm, 10 mm)
 - ``glitch_rate`` 1.5 per body: extremities that jump for a few frames. (0.6)
 - ``dropout_rate`` 2.0 per body: a limb end (wrist, hand and fingers, or ankle and foot) is lost
   for 5-30 frames; the sensor keeps reporting it, frozen where it was last seen, flagged as
-  inferred (tracking state 1), as the Kinect SDK does. Genuine NTU files flag about 10 % of
-  joint readings as inferred. (none: no dropouts, and no random numbers drawn for them)
+  inferred (tracking state 1). The genuine files flag 8-19 % of joint readings as inferred; the
+  real level flags about 15 %, the none level about 9 %. (no dropouts, and no random numbers
+  drawn for them)
 
-The nuisance that the stores' normalisation removes anyway (the actor's position, its facing
-direction) is not widened: it would not make the task harder, only the files different.
+The nuisance that every store view removes anyway (the actor's position in the room) is not
+widened: it would make the files different, not the task harder.
 """
 
 from __future__ import annotations
