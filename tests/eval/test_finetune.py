@@ -275,8 +275,8 @@ PINNED = {
                    subset="stratified"),
     "transfer": dict(epochs=80, lr=0.01, milestones=(50,), label_fraction=1.0, repeats=1),
     "supervised": dict(epochs=80, lr=0.1, milestones=(50, 70), gamma=0.1, momentum=0.9,
-                       nesterov=True, weight_decay=1e-4, label_fraction=1.0, repeats=1,
-                       train_crop=None, test_centre_crop=None),
+                       nesterov=True, weight_decay=1e-4, batch_size=None, label_fraction=1.0,
+                       repeats=1, train_crop=None, test_centre_crop=None),
 }
 
 

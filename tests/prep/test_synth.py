@@ -365,3 +365,24 @@ def test_raw_joints_are_far_weaker_on_the_real_level() -> None:
     none, real = _raw_fixed_knn("none", 0), _raw_fixed_knn("real", 0)
     assert real < 0.5 and real < none - 0.15
     assert real > 2.0 / 10  # still well above chance: the classes are there to be learned
+
+
+def test_cli_nuisance_switch_reaches_the_generator(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from skelkit.prep.cli import main
+
+    for level in ("none", "real"):
+        out = tmp_path / f"cli-{level}"
+        result = CliRunner().invoke(main, ["synth", "--dataset", "ntu60", "--out", str(out),
+                                           "--classes", "1", "--performers", "1", "--seed", "3",
+                                           "--nuisance", level])
+        assert result.exit_code == 0, result.output
+        assert f"nuisance: {level}" in result.output
+        synth_dataset("ntu60", tmp_path / f"api-{level}", classes=1, performers=1, seed=3,
+                      nuisance=level)
+        assert _digest(out) == _digest(tmp_path / f"api-{level}")
+    assert _digest(tmp_path / "cli-none") != _digest(tmp_path / "cli-real")
+    bad = CliRunner().invoke(main, ["synth", "--dataset", "ntu60", "--out", str(tmp_path / "x"),
+                                    "--nuisance", "extreme"])
+    assert bad.exit_code == 2 and bad.output.count("\n") == 1
