@@ -269,19 +269,25 @@ def linear(recipe_name: str, epochs: int | None, lr: float | None, milestones: s
 @click.option("--modality", default="joint", show_default=True,
               help="Which trained stream's query encoder to fine-tune.")
 @click.option("--checkpoint", default=None, help="Checkpoint (default: checkpoints/last.pt).")
-@click.option("--label-fraction", default=1.0, show_default=True,
+@click.option("--recipe", default=None, metavar="NAME",
+              help="Named protocol: i2md, cmd, crossclr, semi1, semi10, transfer, supervised "
+                   "(skelkit/eval/finetune_recipes.py); the options below override its "
+                   "settings. Default: i2md, or supervised with --scratch.")
+@click.option("--label-fraction", default=None,
               type=click.FloatRange(min=0, max=1, min_open=True),
-              help="Class-stratified fraction of the labelled train side (semi-supervised).")
-@click.option("--repeats", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Subsets drawn (seed-derived); mean and std over them.")
-@click.option("--epochs", default=80, show_default=True, type=click.IntRange(min=1))
-@click.option("--lr", default=0.01, show_default=True,
-              type=click.FloatRange(min=0, min_open=True))
-@click.option("--milestones", default="50,70", show_default=True,
-              help="Epochs at which the learning rate is multiplied by 0.1 (comma-separated).")
+              help="Fraction of the labelled train side (semi-supervised). [recipe; 1]")
+@click.option("--subset", default=None, type=click.Choice(["stratified", "uniform"]),
+              help="How --label-fraction draws: per class, or regardless of class. [recipe]")
+@click.option("--repeats", default=None, type=click.IntRange(min=1),
+              help="Subsets drawn (seed-derived); mean and std over them. [recipe]")
+@click.option("--epochs", default=None, type=click.IntRange(min=1), help="[recipe]")
+@click.option("--lr", default=None, type=click.FloatRange(min=0, min_open=True), help="[recipe]")
+@click.option("--milestones", default=None,
+              help="Epochs at which the learning rate is multiplied by 0.1 (comma-separated). "
+                   "[recipe]")
 @click.option("--batch-size", default=None, type=click.IntRange(min=1),
-              help="Default: the run's engine.batch_size.")
-@click.option("--weight-decay", default=0.0, show_default=True, type=click.FloatRange(min=0))
+              help="[recipe; else the run's engine.batch_size]")
+@click.option("--weight-decay", default=None, type=click.FloatRange(min=0), help="[recipe]")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--scratch", is_flag=True,
               help="Random initialisation instead of the checkpoint: the supervised baseline.")
@@ -294,22 +300,36 @@ def linear(recipe_name: str, epochs: int | None, lr: float | None, milestones: s
 @_device_option
 @_record_option
 def finetune(run_dir: Path, store: Path, protocol: str, modality: str, checkpoint: str | None,
-             label_fraction: float, repeats: int, epochs: int, lr: float, milestones: str,
-             batch_size: int | None, weight_decay: float, seed: int, scratch: bool,
+             recipe: str | None, label_fraction: float | None, subset: str | None,
+             repeats: int | None, epochs: int | None, lr: float | None, milestones: str | None,
+             batch_size: int | None, weight_decay: float | None, seed: int, scratch: bool,
              augment: bool, workers: int, as_json: bool, progress: bool, device: str,
              record: bool) -> None:
     """Fine-tune a run's encoder and a new linear classifier on a store; score its test side."""
-    from skelkit.eval.finetune import FinetuneConfig, run_finetune
+    import dataclasses
+
+    from skelkit.eval.finetune import run_finetune
+    from skelkit.eval.finetune_recipes import (
+        DEFAULT_RECIPE,
+        DEFAULT_SCRATCH_RECIPE,
+        finetune_recipe,
+    )
     from skelkit.eval.linear import parse_milestones
 
     try:
-        config = FinetuneConfig(
-            epochs=epochs, lr=lr, milestones=parse_milestones(milestones), batch_size=batch_size,
-            weight_decay=weight_decay, label_fraction=label_fraction, repeats=repeats, seed=seed,
-            augment=augment, num_workers=workers,
-        )
+        chosen = finetune_recipe(recipe or (DEFAULT_SCRATCH_RECIPE if scratch else DEFAULT_RECIPE))
+        given = {"label_fraction": label_fraction, "subset": subset, "repeats": repeats,
+                 "epochs": epochs, "lr": lr, "batch_size": batch_size,
+                 "weight_decay": weight_decay,
+                 "milestones": None if milestones is None else parse_milestones(milestones)}
+        overrides = {k: v for k, v in given.items() if v is not None}
+        if augment:  # the run's own augmentation replaces the recipe's views
+            overrides.update(augment=True, train_crop=None)
+        config = dataclasses.replace(chosen.config, seed=seed, num_workers=workers, **overrides)
     except ValueError as err:
         raise EvalInputError(str(err)) from None
+    epochs, lr, label_fraction, repeats = (config.epochs, config.lr, config.label_fraction,
+                                           config.repeats)
     resolved = _device(device)
     if resolved.startswith("cuda"):
         import torch
@@ -317,7 +337,8 @@ def finetune(run_dir: Path, store: Path, protocol: str, modality: str, checkpoin
         if not torch.cuda.is_available():
             raise EvalInputError(f"--device {device}: CUDA is not available on this machine")
     result = run_finetune(run_dir, store, protocol, modality=modality, checkpoint=checkpoint,
-                          scratch=scratch, config=config, device=resolved, progress=progress)
+                          scratch=scratch, config=config, device=resolved, progress=progress,
+                          require_transfer=chosen.transfer)
     summary = result.as_dict()
     if as_json:
         click.echo(json.dumps(summary))
@@ -333,7 +354,8 @@ def finetune(run_dir: Path, store: Path, protocol: str, modality: str, checkpoin
         click.echo(
             f"{what} {result.provenance['method']} {modality} on {where}: top-1 "
             f"{100 * result.top1:.2f}{spread} %  top-5 {100 * result.top5:.2f}{top5_spread} %  "
-            f"({epochs} epochs, lr {lr:g}, labels {100 * label_fraction:g} % x {repeats}; "
+            f"(recipe {chosen.name}: {epochs} epochs, lr {lr:g}, labels "
+            f"{100 * label_fraction:g} % x {repeats}; "
             f"train {result.n_train}, test {result.n_test})"
         )
     if record:

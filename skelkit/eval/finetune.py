@@ -1,20 +1,24 @@
 """Fine-tuning, semi-supervised and transfer evaluation, and the supervised-from-scratch baseline.
 
 The query encoder of one modality of a pre-trained run plus a new linear classifier are trained
-together with cross-entropy on the train side of a protocol, then scored on its test side
-(docs/design.md §5.10; I²MD §4.3.3): SGD momentum 0.9, lr 0.01, x0.1 at epochs 50 and 70, 80 epochs.
+together with cross-entropy on the train side of a protocol, then scored on its test side. The
+settings come from a named recipe (``skelkit/eval/finetune_recipes.py``: the papers' fine-tune,
+semi-supervised and transfer protocols, and the supervised baseline), any of them overridable.
 
 Choices the papers leave open, made here:
 
 - Inputs are the un-augmented views the embedding export uses (``SkeletonDataset`` in ``embed``
   mode with the run's ``embed_view``: sequence methods get the whole valid sequence resized to
   the run's window, CMD in reference fidelity its centre crop, fixed-length methods the store's
-  50 frames); ``augment=True`` uses the run's own pre-training augmentation
-  (its first view) instead. The derived modality comes from the method's ``derive_input``, the
-  same path ``embed`` takes.
-- Semi-supervised subsets keep ``round(fraction * n_c)`` samples of every class c, at least one;
-  repeat r draws its subset, its classifier initialisation and its shuffling from ``(seed, r)``.
-  The std over repeats is the sample std (ddof = 1), as ``skeleval report`` computes it.
+  50 frames), unless the recipe crops: ``train_crop`` draws a random
+  temporal crop every epoch (CMD's fine-tune feeder) and ``test_centre_crop`` scores the centre
+  crop. ``augment=True`` uses the run's own pre-training augmentation (its first view) instead.
+  The derived modality comes from the method's ``derive_input``, the same path ``embed`` takes.
+- Semi-supervised subsets (``subset="stratified"``) keep ``round(fraction * n_c)`` samples of
+  every class c, at least one; ``subset="uniform"`` draws ``int(fraction * N)`` samples without
+  regard to class, as CMD's feeder does. Repeat r draws its subset, its classifier
+  initialisation and its shuffling from ``(seed, r)``. The std over repeats is the sample std
+  (ddof = 1), as ``skeleval report`` computes it.
 - Transfer means the store is another dataset than the one the run was pre-trained on; the
   classifier always has as many outputs as the fine-tuning store has classes. The layouts must
   be the same, since the encoder's input and graph are built from it.
@@ -38,22 +42,37 @@ from tqdm import tqdm
 from skelkit.eval.errors import EvalInputError
 from skelkit.store.reader import Store, StoreError, open_store
 
+SUBSETS = ("stratified", "uniform")
+CLASSIFIER_INITS = ("uniform", "normal")
+
 
 @dataclass(frozen=True)
 class FinetuneConfig:
+    """One fine-tuning protocol. The defaults are I²MD's fine-tune recipe (``i2md``)."""
+
     epochs: int = 80
     lr: float = 0.01
     milestones: tuple[int, ...] = (50, 70)
     gamma: float = 0.1
     momentum: float = 0.9
+    nesterov: bool = False
     weight_decay: float = 0.0
     batch_size: int | None = None
     """None: the run's own ``engine.batch_size``."""
     label_fraction: float = 1.0
+    subset: str = "stratified"
     repeats: int = 1
     seed: int = 0
     augment: bool = False
+    train_crop: tuple[float, float] | None = None
+    """Random temporal crop of ratio U[lo, hi] of the valid sequence (at least the run's window
+    in frames, CMD's floor), resized to the window, redrawn every epoch; sequence methods only."""
+    test_centre_crop: float | None = None
+    """Score the centre ``ratio`` of the valid sequence, resized to the window (CMD: 0.95)."""
+    classifier_init: str = "uniform"
+    """uniform: nn.Linear's own U(+-1/sqrt(fan_in)); normal: N(0, 0.01) weights, zero bias."""
     num_workers: int = 0
+    recipe: str | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -70,6 +89,19 @@ class FinetuneConfig:
             raise ValueError(f"repeats must be >= 1, got {self.repeats}")
         if self.num_workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.num_workers}")
+        if self.subset not in SUBSETS:
+            raise ValueError(f"subset must be one of {SUBSETS}, got {self.subset!r}")
+        if self.classifier_init not in CLASSIFIER_INITS:
+            raise ValueError(f"classifier init must be one of {CLASSIFIER_INITS}, "
+                             f"got {self.classifier_init!r}")
+        if self.train_crop is not None:
+            lo, hi = self.train_crop
+            if not 0.0 < lo <= hi <= 1.0:
+                raise ValueError(f"train crop must be 0 < lo <= hi <= 1, got {self.train_crop}")
+        if self.test_centre_crop is not None and not 0.0 < self.test_centre_crop <= 1.0:
+            raise ValueError(f"test centre crop must lie in (0, 1], got {self.test_centre_crop}")
+        if self.augment and self.train_crop is not None:
+            raise ValueError("augment and train crop exclude each other (both set the train view)")
 
 
 @dataclass
@@ -122,7 +154,11 @@ class FinetuneResult:
             num_classes=self.num_classes, transfer=self.transfer, scratch=self.scratch,
             lr=self.config.lr, milestones=list(self.config.milestones),
             batch_size=self.batch_size, weight_decay=self.config.weight_decay,
-            seed=self.config.seed, augment=self.config.augment,
+            momentum=self.config.momentum, nesterov=self.config.nesterov,
+            subset=self.config.subset, seed=self.config.seed, augment=self.config.augment,
+            train_crop=list(self.config.train_crop) if self.config.train_crop else None,
+            test_centre_crop=self.config.test_centre_crop,
+            classifier_init=self.config.classifier_init, recipe=self.config.recipe,
         )
         return out
 
@@ -141,6 +177,23 @@ def stratified_subset(labels: np.ndarray, fraction: float, rng: np.random.Genera
         keep = max(1, int(np.floor(fraction * len(members) + 0.5)))
         chosen.append(rng.choice(members, size=min(keep, len(members)), replace=False))
     return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def uniform_subset(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Sorted positions of ``int(fraction * N)`` samples (at least one) drawn without regard to
+    class, as CMD's semi-supervised feeder draws them (``random_select_data``)."""
+    n = len(labels)
+    if fraction >= 1.0:
+        return np.arange(n, dtype=np.int64)
+    keep = max(1, int(n * fraction))
+    return np.sort(rng.permutation(n)[:keep]).astype(np.int64)
+
+
+def label_subset(labels: np.ndarray, fraction: float, rng: np.random.Generator,
+                 how: str = "stratified") -> np.ndarray:
+    if how == "uniform":
+        return uniform_subset(labels, fraction, rng)
+    return stratified_subset(labels, fraction, rng)
 
 
 def repeat_seed(seed: int, repeat: int) -> int:
@@ -255,17 +308,20 @@ class FinetuneModel(nn.Module):
     """
 
     def __init__(self, method: nn.Module, modality: str, num_classes: int,
-                 generator: torch.Generator) -> None:
+                 generator: torch.Generator, classifier_init: str = "uniform") -> None:
         super().__init__()
         self.method = method
         self.modality = modality
         self.encoder = method.encoder(modality)
         self.classifier = nn.Linear(self.encoder.out_dim, num_classes)
-        # nn.Linear's own uniform(+-1/sqrt(fan_in)) bound, drawn from the repeat's generator.
-        bound = 1.0 / float(np.sqrt(self.encoder.out_dim))
         with torch.no_grad():
-            self.classifier.weight.uniform_(-bound, bound, generator=generator)
-            self.classifier.bias.uniform_(-bound, bound, generator=generator)
+            if classifier_init == "normal":  # CMD's fine-tune scripts: fc ~ N(0, 0.01), bias 0
+                self.classifier.weight.normal_(0.0, 0.01, generator=generator)
+                self.classifier.bias.zero_()
+            else:  # nn.Linear's own uniform(+-1/sqrt(fan_in)), from the repeat's generator
+                bound = 1.0 / float(np.sqrt(self.encoder.out_dim))
+                self.classifier.weight.uniform_(-bound, bound, generator=generator)
+                self.classifier.bias.uniform_(-bound, bound, generator=generator)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [*self.encoder.parameters(), *self.classifier.parameters()]
@@ -274,7 +330,8 @@ class FinetuneModel(nn.Module):
         return self.classifier(self.encoder(self.method.derive_input(x, gamma, self.modality)))
 
 
-def build_finetune_model(inputs: FinetuneInputs, seed: int) -> FinetuneModel:
+def build_finetune_model(inputs: FinetuneInputs, seed: int,
+                         classifier_init: str = "uniform") -> FinetuneModel:
     """The method from the run's config (weights from the checkpoint unless scratch) + classifier."""
     from skelkit.train.engine import build_method
 
@@ -290,7 +347,8 @@ def build_finetune_model(inputs: FinetuneInputs, seed: int) -> FinetuneModel:
                 f"store layout {inputs.store.layout.name} ({first})")) from None
     generator = torch.Generator().manual_seed(seed)
     try:
-        return FinetuneModel(method, inputs.modality, inputs.num_classes, generator)
+        return FinetuneModel(method, inputs.modality, inputs.num_classes, generator,
+                             classifier_init)
     except ValueError as err:  # the method has no encoder for this modality
         raise EvalInputError(_one_line(f"{inputs.run_dir}: {err}")) from None
 
@@ -321,19 +379,49 @@ class _Positions(torch.utils.data.Dataset):
         return self.dataset.__getitems__(mapped)
 
 
-def side_dataset(inputs: FinetuneInputs, side: str, *, augment: bool, seed: int) -> Any:
-    from skelkit.train.data import SkeletonDataset, build_augment
+def view_augment(inputs: FinetuneInputs, side: str, config: FinetuneConfig) -> Any:
+    """The transform of one side's samples; None: the embedding export's un-augmented view."""
+    from skelkit.train.augment import TemporalCropResize
+    from skelkit.train.data import build_augment
+    from skelkit.train.engine import method_class
+
+    cfg = inputs.run_config
+    sequence = method_class(cfg.method).input_kind == "sequence"
+    window = cfg.data.window
+    if side == "train" and config.augment:
+        return build_augment(cfg.data.augment)
+    if side == "train" and config.train_crop is not None and sequence:
+        lo, hi = config.train_crop
+        return TemporalCropResize(window=window, min_ratio=lo, max_ratio=hi, min_frames=window)
+    return None
+
+
+def unaugmented_view(inputs: FinetuneInputs, side: str, config: FinetuneConfig) -> Any:
+    """The un-augmented view: the recipe's centre crop (CMD's test feeder) on the test side of a
+    sequence method, otherwise the run's own embedding view."""
+    from skelkit.train.augment import CMDEvalView
     from skelkit.train.embed import embed_view
     from skelkit.train.engine import method_class
 
     cfg = inputs.run_config
+    sequence = method_class(cfg.method).input_kind == "sequence"
+    if side == "test" and config.test_centre_crop is not None and sequence:
+        return CMDEvalView(ratio=config.test_centre_crop, window=cfg.data.window)
+    return embed_view(cfg)
+
+
+def side_dataset(inputs: FinetuneInputs, side: str, *, config: FinetuneConfig, seed: int) -> Any:
+    from skelkit.train.data import SkeletonDataset
+    from skelkit.train.engine import method_class
+
+    cfg = inputs.run_config
     kind = method_class(cfg.method).input_kind
-    if augment and side == "train":
+    augment = view_augment(inputs, side, config)
+    if augment is not None:  # "train" mode draws the view per (sample, epoch); "q" is used
         return SkeletonDataset(inputs.store.path, inputs.protocol, side, kind=kind, mode="train",
-                               augment=build_augment(cfg.data.augment), window=cfg.data.window,
-                               seed=seed)
+                               augment=augment, window=cfg.data.window, seed=seed)
     return SkeletonDataset(inputs.store.path, inputs.protocol, side, kind=kind, mode="embed",
-                           window=cfg.data.window, seed=seed, view=embed_view(cfg))
+                           window=cfg.data.window, seed=seed, view=unaugmented_view(inputs, side, config))
 
 
 def _loader(dataset: Any, *, batch_size: int, shuffle: bool, seed: int, drop_last: bool,
@@ -358,7 +446,7 @@ def train_finetune_model(model: FinetuneModel, inputs: FinetuneInputs, positions
                          config: FinetuneConfig, *, seed: int, device: torch.device,
                          bar: Any = None) -> float:
     """Fine-tune encoder + classifier on the given train-side positions; the last epoch's loss."""
-    dataset = side_dataset(inputs, "train", augment=config.augment, seed=seed)
+    dataset = side_dataset(inputs, "train", config=config, seed=seed)
     subset = _Positions(dataset, positions)
     batch_size = config.batch_size or inputs.run_config.engine.batch_size
     # A lone trailing sample would make BatchNorm over (N, C) features fail in train mode.
@@ -368,7 +456,8 @@ def train_finetune_model(model: FinetuneModel, inputs: FinetuneInputs, positions
                               device=device)
     model.to(device)
     optimizer = torch.optim.SGD(model.trainable_parameters(), lr=config.lr,
-                                momentum=config.momentum, weight_decay=config.weight_decay)
+                                momentum=config.momentum, weight_decay=config.weight_decay,
+                                nesterov=config.nesterov)
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones),
                                                     gamma=config.gamma)
     loss_fn = nn.CrossEntropyLoss()
@@ -396,9 +485,10 @@ def train_finetune_model(model: FinetuneModel, inputs: FinetuneInputs, positions
 
 @torch.no_grad()
 def evaluate_finetune_model(model: FinetuneModel, inputs: FinetuneInputs, *, batch_size: int,
-                            device: torch.device, workers: int = 0) -> tuple[float, float, int]:
+                            device: torch.device, workers: int = 0,
+                            config: FinetuneConfig = FinetuneConfig()) -> tuple[float, float, int]:
     """Top-1 and top-5 (fractions) of the test side, and its size."""
-    dataset = side_dataset(inputs, "test", augment=False, seed=0)
+    dataset = side_dataset(inputs, "test", config=config, seed=0)
     loader, _ = _loader(dataset, batch_size=batch_size, shuffle=False, seed=0, drop_last=False,
                         inputs=inputs, workers=workers, device=device)
     model.to(device).eval()
@@ -420,15 +510,22 @@ def evaluate_finetune_model(model: FinetuneModel, inputs: FinetuneInputs, *, bat
 def run_finetune(run_dir: str | Path, store_path: str | Path, protocol: str, *,
                  modality: str = "joint", checkpoint: str | Path | None = None,
                  scratch: bool = False, config: FinetuneConfig = FinetuneConfig(),
-                 device: str | torch.device = "cpu", progress: bool = False) -> FinetuneResult:
-    """Fine-tune (or train from scratch) ``config.repeats`` times and score the test side."""
+                 device: str | torch.device = "cpu", progress: bool = False,
+                 require_transfer: bool = False) -> FinetuneResult:
+    """Fine-tune (or train from scratch) ``config.repeats`` times and score the test side.
+
+    ``require_transfer``: refuse a store of the run's own pre-training dataset."""
     device = torch.device(device)
     inputs = open_finetune_inputs(run_dir, store_path, protocol, modality=modality,
                                   checkpoint=checkpoint, scratch=scratch)
+    if require_transfer and not inputs.transfer:
+        raise EvalInputError(f"{store_path}: a transfer recipe needs another dataset than the "
+                             f"run's pre-training one ({inputs.pretrain_dataset})")
     train_labels = inputs.store.samples["label"].to_numpy(np.int64)[
         inputs.store.indices(protocol, "train")]
     if len(train_labels) == 0:
         raise EvalInputError(f"{store_path}: protocol {protocol!r} has no train samples")
+    _check_views(inputs, config)
     batch_size = config.batch_size or inputs.run_config.engine.batch_size
     runs: list[tuple[float, float]] = []
     n_train = n_test = 0
@@ -436,14 +533,14 @@ def run_finetune(run_dir: str | Path, store_path: str | Path, protocol: str, *,
               desc="scratch" if scratch else "fine-tune", dynamic_ncols=True) as bar:
         for repeat in range(config.repeats):
             seed = repeat_seed(config.seed, repeat)
-            positions = stratified_subset(train_labels, config.label_fraction,
-                                          subset_rng(config.seed, repeat))
-            model = build_finetune_model(inputs, seed)
+            positions = label_subset(train_labels, config.label_fraction,
+                                     subset_rng(config.seed, repeat), config.subset)
+            model = build_finetune_model(inputs, seed, config.classifier_init)
             train_finetune_model(model, inputs, positions, config, seed=seed, device=device,
                                  bar=bar)
             top1, top5, n_test = evaluate_finetune_model(
                 model, inputs, batch_size=inputs.run_config.engine.embed_batch_size,
-                device=device, workers=config.num_workers)
+                device=device, workers=config.num_workers, config=config)
             runs.append((top1, top5))
             n_train = len(positions)
     top1s, top5s = [r[0] for r in runs], [r[1] for r in runs]
@@ -456,6 +553,17 @@ def run_finetune(run_dir: str | Path, store_path: str | Path, protocol: str, *,
         num_classes=inputs.num_classes, transfer=inputs.transfer, scratch=inputs.scratch,
         config=config, batch_size=batch_size, provenance=provenance(inputs),
     )
+
+
+def _check_views(inputs: FinetuneInputs, config: FinetuneConfig) -> None:
+    """Crops are cut from the valid sequence: a fixed-length method never sees one."""
+    from skelkit.train.engine import method_class
+
+    cropping = config.train_crop is not None or config.test_centre_crop is not None
+    if cropping and method_class(inputs.run_config.method).input_kind != "sequence":
+        what = f"recipe {config.recipe}" if config.recipe else "temporal crops"
+        raise EvalInputError(f"{inputs.run_dir}: {what} crop the whole sequence, but "
+                             f"{inputs.run_config.method} reads the store's fixed-length view")
 
 
 def provenance(inputs: FinetuneInputs) -> dict[str, Any]:

@@ -28,7 +28,7 @@ Each recipe is what the authors' own scripts run, read from their code where it 
   same processor in that repository.
 - ``ikem``: desehuileng0o0/IKEM ``config/crossclr_6views/le_crossclr_6views.yaml`` and
   ``le_ts_crossclr_6views.yaml`` (student): CrosSCLR's processor and settings, base lr 3.0. The
-  IKEM paper's text says lr 0.1 (IKEM §4.2, "Linear Evaluation Protocol"); the published configs
+  IKEM paper's text says lr 0.1 (IKEM §3.2, "Linear Evaluation Protocol"); the published configs
   say 3.0, and the configs are what produced its numbers.
 - ``default``: skelkit's own probe for any features: CMD's schedule (80 epochs, lr 0.1, x0.1 at
   50 and 70) with batch 256 and train-side standardisation, scored once after the last epoch.

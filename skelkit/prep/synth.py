@@ -30,6 +30,7 @@ from skelkit.prep.synth_motion import (
     is_mutual,
     perform,
 )
+from skelkit.prep.synth_nuisance import DEFAULT_NUISANCE, Nuisance, nuisance_level
 from skelkit.prep.synth_plan import (
     PKU_VIEWS,
     PKU_XVIEW_TRAIN,
@@ -46,6 +47,7 @@ from skelkit.prep.synth_scene import (
     Placement,
     Rig,
     camera_pose,
+    drop_joints,
     make_rig,
     new_body_id,
     sense,
@@ -58,7 +60,7 @@ from skelkit.store.layout import NTU25, Layout
 DEFAULT_CLASSES = 20
 DEFAULT_PERFORMERS = 10
 # Stream tags: the first key of every RNG so different streams never coincide.
-_PERSON, _RIG, _TAKE, _CAMERA, _VIDEO = 1, 2, 3, 4, 5
+_PERSON, _RIG, _TAKE, _CAMERA, _VIDEO, _DROPOUT = 1, 2, 3, 4, 5, 6
 _PARTNER_OFFSET = 1000  # the partner in a two-person action is another (unlisted) person
 
 
@@ -116,18 +118,20 @@ def _rng(*key: int) -> np.random.Generator:
 class _Cast:
     """Performers and rigs of one generated set, built once each."""
 
-    def __init__(self, skel: Skeleton, seed: int) -> None:
+    def __init__(self, skel: Skeleton, seed: int, nuisance: Nuisance) -> None:
         self.skel = skel
         self.seed = seed
+        self.nuisance = nuisance
         self._people: dict[int, Performer] = {}
 
     def person(self, pid: int) -> Performer:
         if pid not in self._people:
-            self._people[pid] = make_performer(self.skel, pid, _rng(self.seed, _PERSON, pid))
+            self._people[pid] = make_performer(self.skel, pid, _rng(self.seed, _PERSON, pid),
+                                               self.nuisance)
         return self._people[pid]
 
     def rig(self, setup: int) -> Rig:
-        return make_rig(_rng(self.seed, _RIG, setup))
+        return make_rig(_rng(self.seed, _RIG, setup), self.nuisance)
 
 
 @cache
@@ -136,10 +140,10 @@ def _program(action: int) -> ClassProgram:
 
 
 def _take_length(program: ClassProgram, person: Performer, frames: tuple[int, int],
-                 rng: np.random.Generator) -> int:
+                 rng: np.random.Generator, nuisance: Nuisance) -> int:
     lo, hi = frames
     typical = lo + program.duration * (hi - lo)
-    length = typical / person.tempo * np.exp(rng.normal(0.0, 0.15))
+    length = typical / person.tempo * np.exp(rng.normal(0.0, nuisance.take_length_sd))
     return int(np.clip(round(length), lo, hi))
 
 
@@ -173,16 +177,19 @@ def iter_ntu_samples(
     seed: int = 0,
     cameras: int = 3,
     replications: int = 2,
-    frames: tuple[int, int] = (40, 110),
+    frames: tuple[int, int] | None = None,
     layout: Layout = NTU25,
+    nuisance: str | Nuisance = DEFAULT_NUISANCE,
 ) -> Iterator[SynthSample]:
     """Every sample of a synthetic NTU set, in a fixed order, before text formatting."""
     spec = dataset_spec(dataset)
     if spec.name == "pku2":
         raise ValueError("iter_ntu_samples: use iter_pku_videos for pku2")
+    nz = nuisance_level(nuisance)
+    frames = nz.frames if frames is None else frames
     _check_common(cameras, replications, frames)
     skel = skeleton_for(layout)
-    cast = _Cast(skel, seed)
+    cast = _Cast(skel, seed, nz)
     actions = pick_actions(spec, _default(classes, DEFAULT_CLASSES))
     people = pick_performers(spec, _default(performers, DEFAULT_PERFORMERS))
     skip = missing_names(spec)
@@ -194,8 +201,8 @@ def iter_ntu_samples(
                 take_rng = _rng(seed, _TAKE, setup, pid, rep, action)
                 program = _program(action)
                 actors = (cast.person(pid), cast.person(pid + _PARTNER_OFFSET))
-                t_len = _take_length(program, actors[0], frames, take_rng)
-                performance = perform(program, actors, t_len, take_rng)
+                t_len = _take_length(program, actors[0], frames, take_rng, nz)
+                performance = perform(program, actors, t_len, take_rng, nz)
                 # R001 faces the left camera, R002 the right one (NTU's protocol).
                 facing = (1.0 if rep % 2 else -1.0) * np.radians(30.0)
                 facing += take_rng.normal(0.0, np.radians(10.0))
@@ -206,23 +213,29 @@ def iter_ntu_samples(
                     name = ntu_name(setup, camera, pid, rep, action)
                     if name in skip:
                         continue
-                    cam_rng = _rng(seed, _CAMERA, setup, camera, pid, rep, action)
+                    key = (seed, setup, camera, pid, rep, action)
+                    cam_rng = _rng(key[0], _CAMERA, *key[1:])
                     bodies, n_frames = _camera_bodies(skel, world, rig, camera, t_len, frames[0],
-                                                      cam_rng)
+                                                      cam_rng, nz)
+                    if nz.dropout_rate > 0:  # its own stream: level "none" draws nothing here
+                        drop_rng = _rng(key[0], _DROPOUT, *key[1:])
+                        for body in bodies:
+                            if not body.spurious:
+                                drop_joints(skel, body, drop_rng, nz)
                     yield SynthSample(name, action, setup, camera, pid, rep, n_frames, bodies)
 
 
 def _camera_bodies(skel: Skeleton, world, rig, camera: int, t_len: int, min_frames: int,
-                   rng: np.random.Generator) -> tuple[list[Body], int]:
+                   rng: np.random.Generator, nz: Nuisance) -> tuple[list[Body], int]:
     """One camera's bodies and frame count: the cameras were not started together, so each
     file covers a slightly different stretch of the take."""
-    pose = camera_pose(rig, camera, rng)
+    pose = camera_pose(rig, camera, rng, nz)
     first_id = new_body_id(rng)
     spare = max(0, t_len - min_frames)
     start = min(int(rng.integers(0, 8)), spare)
     t_len -= start + min(int(rng.integers(0, 8)), spare - start)
     bodies = [sense(skel, pos[start:start + t_len], rot[start:start + t_len], pose, rng,
-                    first_id + 1 + 3 * i)
+                    first_id + 1 + 3 * i, nuisance=nz)
               for i, (pos, rot) in enumerate(world)]
     # Kinect often finds the actors a few frames late or loses them before the end.
     lead = int(rng.integers(1, 9)) if rng.random() < 0.2 else 0
@@ -245,30 +258,37 @@ def iter_pku_videos(
     seed: int = 0,
     cameras: int = 3,
     replications: int = 2,
-    frames: tuple[int, int] = (40, 110),
+    frames: tuple[int, int] | None = None,
     layout: Layout = NTU25,
+    nuisance: str | Nuisance = DEFAULT_NUISANCE,
 ) -> Iterator[SynthVideo]:
     """Every video of a synthetic PKU-MMD II set: each (subject, take) performs every chosen
     action once, in its own order, with idle gaps, seen from each view."""
     spec = dataset_spec("pku2")
+    nz = nuisance_level(nuisance)
+    frames = nz.frames if frames is None else frames
     _check_common(cameras, replications, frames)
     skel = skeleton_for(layout)
-    cast = _Cast(skel, seed)
+    cast = _Cast(skel, seed, nz)
     actions = pick_actions(spec, _default(classes, DEFAULT_CLASSES))
     subjects = pick_performers(spec, _default(performers, DEFAULT_PERFORMERS))
     for subject in subjects:
         rig = cast.rig(subject)  # each subject recorded in its own session
         for take in range(1, replications + 1):
             rng = _rng(seed, _VIDEO, subject, take)
-            world, clips, t_total = _pku_take(skel, cast, subject, actions, frames, rng)
+            world, clips, t_total = _pku_take(skel, cast, subject, actions, frames, rng, nz)
             for camera in range(1, cameras + 1):
                 cam_rng = _rng(seed, _CAMERA, subject, take, camera)
-                pose = camera_pose(rig, camera, cam_rng)
+                pose = camera_pose(rig, camera, cam_rng, nz)
                 first_id = new_body_id(cam_rng)
                 bodies = []
                 for i, (first, pos, rot) in enumerate(world):
-                    body = sense(skel, pos, rot, pose, cam_rng, first_id + 1 + 3 * i, first)
+                    body = sense(skel, pos, rot, pose, cam_rng, first_id + 1 + 3 * i, first, nz)
                     bodies.append(body)
+                if nz.dropout_rate > 0:  # its own stream: level "none" draws nothing here
+                    drop_rng = _rng(seed, _DROPOUT, subject, take, camera)
+                    for body in bodies:
+                        drop_joints(skel, body, drop_rng, nz)
                 lead = int(cam_rng.integers(1, 20)) if cam_rng.random() < 0.5 else 0
                 bodies = [b for b in (_crop(b, lead, t_total) for b in bodies) if b is not None]
                 for _ in range(int(cam_rng.poisson(0.5))):
@@ -278,7 +298,7 @@ def iter_pku_videos(
 
 
 def _pku_take(skel: Skeleton, cast: _Cast, subject: int, actions: list[int],
-              frames: tuple[int, int], rng: np.random.Generator):
+              frames: tuple[int, int], rng: np.random.Generator, nz: Nuisance):
     """World tracks of one subject performing every action once (plus partners), and clips."""
     lead_person = cast.person(subject)
     partner = cast.person(subject + _PARTNER_OFFSET)
@@ -291,8 +311,8 @@ def _pku_take(skel: Skeleton, cast: _Cast, subject: int, actions: list[int],
     for action in order:
         gap = int(rng.integers(15, 45))
         program = _program(int(action))
-        t_len = _take_length(program, lead_person, frames, rng)
-        performance = perform(program, (lead_person, partner), t_len, rng)
+        t_len = _take_length(program, lead_person, frames, rng, nz)
+        performance = perform(program, (lead_person, partner), t_len, rng, nz)
         track = performance.angles[0]
         blend = np.linspace(0.0, 1.0, gap)[:, None]
         segments.append(previous[-1] * (1 - blend) + track[0] * blend)  # walk back, settle
@@ -358,14 +378,15 @@ def synth_dataset(
     seed: int = 0,
     cameras: int = 3,
     replications: int = 2,
-    frames: tuple[int, int] = (40, 110),
+    frames: tuple[int, int] | None = None,
     layout: Layout = NTU25,
+    nuisance: str | Nuisance = DEFAULT_NUISANCE,
 ) -> dict:
     """Write a synthetic ``dataset`` (ntu60, ntu120, pku2) under ``out``; returns a summary."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     options = dict(classes=classes, performers=performers, seed=seed, cameras=cameras,
-                   replications=replications, frames=frames, layout=layout)
+                   replications=replications, frames=frames, layout=layout, nuisance=nuisance)
     spec = dataset_spec(dataset)
     if spec.name == "pku2":
         files, samples, nbytes, people = _write_pku(out, layout, options)
@@ -389,6 +410,7 @@ def synth_dataset(
         "performers": people,
         "bytes": nbytes,
         "seed": seed,
+        "nuisance": nuisance_level(nuisance).name,
     }
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from skelkit.prep.synth_nuisance import NUISANCE_LEVELS, Nuisance
 from skelkit.store.layout import Layout
 
 # Degrees of freedom of the kinematic actor: joint angles in radians, root terms in metres.
@@ -133,9 +134,10 @@ class Performer:
     """Personal speed factor (> 1 is faster)."""
 
 
-def make_performer(skel: Skeleton, pid: int, rng: np.random.Generator) -> Performer:
-    scale = rng.uniform(0.88, 1.10)
-    segment = {s: rng.normal(1.0, 0.05) for s in SEGMENTS}
+def make_performer(skel: Skeleton, pid: int, rng: np.random.Generator,
+                   nuisance: Nuisance = NUISANCE_LEVELS["none"]) -> Performer:
+    scale = rng.uniform(*nuisance.height_scale)
+    segment = {s: rng.normal(1.0, nuisance.segment_sd) for s in SEGMENTS}
     offsets = np.zeros_like(skel.rest)
     for v, p in enumerate(skel.parent):
         if v == p:
@@ -143,21 +145,19 @@ def make_performer(skel: Skeleton, pid: int, rng: np.random.Generator) -> Perfor
         factor = scale * segment[SEGMENT_OF_JOINT[skel.layout.joint_names[v]]]
         offsets[v] = (skel.rest[v] - skel.rest[p]) * factor
     rest_angles = np.zeros(NUM_DOF)
-    rest_angles[DOF["torso_pitch"]] = rng.uniform(-0.03, 0.12)
-    rest_angles[DOF["head_pitch"]] = rng.uniform(-0.1, 0.15)
+    habit = dict(nuisance.posture)
+    rest_angles[DOF["torso_pitch"]] = rng.uniform(*habit["torso_pitch"])
+    rest_angles[DOF["head_pitch"]] = rng.uniform(*habit["head_pitch"])
     for side in ("left", "right"):
-        rest_angles[DOF[f"shoulder_abd_{side}"]] = rng.uniform(0.03, 0.2)
-        rest_angles[DOF[f"shoulder_flex_{side}"]] = rng.uniform(-0.05, 0.15)
-        rest_angles[DOF[f"elbow_{side}"]] = rng.uniform(0.05, 0.35)
-        rest_angles[DOF[f"shoulder_rot_{side}"]] = rng.uniform(-0.2, 0.2)
-        rest_angles[DOF[f"hip_abd_{side}"]] = rng.uniform(0.0, 0.1)
+        for dof in ("shoulder_abd", "shoulder_flex", "elbow", "shoulder_rot", "hip_abd"):
+            rest_angles[DOF[f"{dof}_{side}"]] = rng.uniform(*habit[dof])
     return Performer(
         pid=pid,
         offsets=offsets,
         rest_angles=rest_angles,
         left_handed=bool(rng.random() < 0.12),
-        gain=float(rng.normal(1.0, 0.1)),
-        tempo=float(np.exp(rng.normal(0.0, 0.12))),
+        gain=float(rng.normal(1.0, nuisance.gain_sd)),
+        tempo=float(np.exp(rng.normal(0.0, nuisance.tempo_sd))),
     )
 
 

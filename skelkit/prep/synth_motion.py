@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from skelkit.prep.synth_body import DOF, DOF_NAMES, NUM_DOF, Performer
+from skelkit.prep.synth_nuisance import NUISANCE_LEVELS, Nuisance
 
 CLASS_SALT = 0x5E1C1A55  # separates class RNG streams from every sample stream
 
@@ -281,12 +282,15 @@ def perform(
     performers: tuple[Performer, ...],
     num_frames: int,
     rng: np.random.Generator,
+    nuisance: Nuisance = NUISANCE_LEVELS["none"],
 ) -> Performance:
     """Angle tracks of every actor for ``num_frames`` frames, with personal and take variation."""
-    lead = max(0, int(rng.integers(0, max(1, num_frames // 6))))
-    tail = max(0, int(rng.integers(0, max(1, num_frames // 8))))
+    # Idle before and after the action (floor division keeps the level "none" bit-identical).
+    lead = max(0, int(rng.integers(0, max(1, int(num_frames // nuisance.lead_divisor)))))
+    tail = max(0, int(rng.integers(0, max(1, int(num_frames // nuisance.tail_divisor)))))
     s = np.clip((np.arange(num_frames) - lead) / max(num_frames - lead - tail - 1, 1), 0, 1)
-    warp = rng.uniform(-0.6, 0.6)  # monotone for |warp| < 1: speeds up then slows down
+    # Monotone for |warp| < 1: speeds up then slows down.
+    warp = rng.uniform(-nuisance.warp, nuisance.warp)
     u = s + warp * np.sin(2 * np.pi * s) / (2 * np.pi)
     tracks = []
     for actor, prims in enumerate(program.actors):
@@ -294,8 +298,8 @@ def perform(
         angles = np.tile(person.rest_angles, (num_frames, 1))
         for p in prims:
             gain = person.gain * rng.normal(1.0, 0.18)
-            u0 = float(np.clip(p.u0 + rng.normal(0, 0.05), 0.0, 0.6))
-            u1 = float(np.clip(p.u1 + rng.normal(0, 0.05), u0 + 0.2, 1.0))
+            u0 = float(np.clip(p.u0 + rng.normal(0, nuisance.timing_sd), 0.0, 0.6))
+            u1 = float(np.clip(p.u1 + rng.normal(0, nuisance.timing_sd), u0 + 0.2, 1.0))
             scatter = rng.normal(0.0, 0.2, NUM_DOF) * (p.target != 0)
             env = _envelope(p.envelope, u, u0, u1)[:, None]
             target = gain * p.target + scatter

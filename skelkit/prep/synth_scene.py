@@ -21,6 +21,9 @@ from skelkit.prep.synth_body import (
     rot_y,
     rot_z,
 )
+from skelkit.prep.synth_nuisance import NUISANCE_LEVELS, Nuisance
+
+NO_NUISANCE = NUISANCE_LEVELS["none"]
 
 # Kinect v2 intrinsics fitted to genuine NTU files (depth 512x424, colour 1920x1080).
 DEPTH_F = (364.2, -367.3)
@@ -40,11 +43,11 @@ class Rig:
     tilt: float
 
 
-def make_rig(rng: np.random.Generator) -> Rig:
-    height = rng.uniform(0.5, 1.5)
+def make_rig(rng: np.random.Generator, nuisance: Nuisance = NO_NUISANCE) -> Rig:
+    height = rng.uniform(*nuisance.rig_height)
     distance = rng.uniform(2.6, 3.7)
     # Aim roughly at the chest; operators were not exact about it.
-    tilt = np.arctan2(height - 1.1, distance) + rng.normal(0.0, np.radians(4.0))
+    tilt = np.arctan2(height - 1.1, distance) + rng.normal(0.0, np.radians(nuisance.aim_sd_deg))
     return Rig(float(height), float(distance), float(tilt))
 
 
@@ -58,11 +61,12 @@ class CameraPose:
         return (world - self.position) @ self.rotation
 
 
-def camera_pose(rig: Rig, camera: int, rng: np.random.Generator) -> CameraPose:
-    azimuth = CAMERA_AZIMUTH.get(camera, 0.0) + rng.normal(0.0, np.radians(2.0))
+def camera_pose(rig: Rig, camera: int, rng: np.random.Generator,
+                nuisance: Nuisance = NO_NUISANCE) -> CameraPose:
+    azimuth = CAMERA_AZIMUTH.get(camera, 0.0) + rng.normal(0.0, np.radians(nuisance.azimuth_sd_deg))
     yaw = rot_y(np.array(azimuth))
-    tilt = rot_x(np.array(rig.tilt + rng.normal(0.0, np.radians(1.5))))
-    roll = rot_z(np.array(rng.normal(0.0, np.radians(1.0))))
+    tilt = rot_x(np.array(rig.tilt + rng.normal(0.0, np.radians(nuisance.tilt_sd_deg))))
+    roll = rot_z(np.array(rng.normal(0.0, np.radians(nuisance.roll_sd_deg))))
     position = yaw @ np.array([0.0, rig.height, -rig.distance])
     return CameraPose(yaw @ tilt @ roll, position)
 
@@ -196,14 +200,15 @@ def sense(
     rng: np.random.Generator,
     body_id: int,
     first_frame: int = 0,
+    nuisance: Nuisance = NO_NUISANCE,
 ) -> Body:
     """What the sensor reports for one actor: noisy camera-space joints and their metadata."""
     joints = cam.to_camera(world)
     t_len, v = joints.shape[:2]
     joints, hidden = _occlusion(skel, joints, rng)
-    sigma = np.full(v, 0.004)
+    sigma = np.full(v, nuisance.joint_sigma)
     extremities = [skel.index[n] for n in EXTREMITIES]
-    sigma[extremities] = 0.010
+    sigma[extremities] = nuisance.extremity_sigma
     depth_gain = np.array([1.0, 1.0, 1.6])  # time-of-flight noise is worst along the ray
     noise = _smooth(rng, (t_len, v, 3), span=3) * sigma[None, :, None] * depth_gain
     noise += rng.normal(0.0, 0.002, noise.shape)
@@ -213,7 +218,7 @@ def sense(
     tips = [skel.index[n] for n in ("handtip_left", "handtip_right", "thumb_left", "thumb_right")]
     tracking[:, tips] = np.where(rng.random((t_len, len(tips))) < 0.1, 1, 2)
     # Tracking glitches: an extremity jumps for a few frames and is reported as inferred.
-    for _ in range(int(rng.poisson(0.6))):
+    for _ in range(int(rng.poisson(nuisance.glitch_rate))):
         joint = int(rng.choice(extremities))
         start = int(rng.integers(0, t_len))
         stop = min(t_len, start + int(rng.integers(2, 9)))
@@ -224,6 +229,38 @@ def sense(
     orientation *= np.where(rng.random() < 0.5, 1.0, -1.0)  # Kinect's sign is arbitrary
     orientation[:, [skel.index[n] for n in NO_ORIENTATION]] = 0.0
     return Body(body_id, first_frame, joints, orientation, tracking, _hand_states(rng, t_len))
+
+
+# Limb ends the sensor loses together: a joint and the joints hanging from it.
+DROPOUT_CHAINS = (
+    ("wrist_left", "hand_left", "handtip_left", "thumb_left"),
+    ("wrist_right", "hand_right", "handtip_right", "thumb_right"),
+    ("hand_left", "handtip_left", "thumb_left"),
+    ("hand_right", "handtip_right", "thumb_right"),
+    ("ankle_left", "foot_left"),
+    ("ankle_right", "foot_right"),
+)
+
+
+def drop_joints(skel: Skeleton, body: Body, rng: np.random.Generator,
+                nuisance: Nuisance) -> None:
+    """Lost limb ends, in place: for a run of frames the sensor reports the chain frozen where
+    it last saw it (plus its jitter) and flags it inferred."""
+    t_len = body.num_frames
+    lo, hi = nuisance.dropout_frames
+    for _ in range(int(rng.poisson(nuisance.dropout_rate))):
+        chain = [skel.index[n] for n in DROPOUT_CHAINS[int(rng.integers(len(DROPOUT_CHAINS)))]]
+        start = int(rng.integers(0, t_len))
+        stop = min(t_len, start + int(rng.integers(lo, hi)))
+        hold_joints(body, chain, start, stop, rng, nuisance.joint_sigma)
+
+
+def hold_joints(body: Body, joints: list[int], start: int, stop: int, rng: np.random.Generator,
+                sigma: float) -> None:
+    """Frames start..stop-1 of ``joints``: where they were at ``start``, plus jitter, inferred."""
+    held = body.joints[start, joints]
+    body.joints[start:stop, joints] = held + rng.normal(0.0, sigma, (stop - start, len(joints), 3))
+    body.tracking[start:stop, joints] = 1
 
 
 def spurious_body(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -251,3 +252,154 @@ def test_config_rejects_bad_values(pretrained: Path) -> None:
         ft.FinetuneConfig(milestones=(70, 50))
     with pytest.raises(EvalInputError, match="no such store"):
         ft.open_finetune_inputs(pretrained, "/nonexistent/x.zarr", "xsub")
+
+
+# --- recipes (issue 13 items 2 and 6) ----------------------------------------------------------
+
+from skelkit.eval.finetune_recipes import FINETUNE_RECIPES, finetune_recipe  # noqa: E402
+
+# What each source runs (skelkit/eval/finetune_recipes.py cites them): a moved number fails here.
+PINNED = {
+    "i2md": dict(epochs=80, lr=0.01, milestones=(50, 70), gamma=0.1, momentum=0.9,
+                 nesterov=False, weight_decay=0.0, batch_size=None, label_fraction=1.0,
+                 repeats=1, train_crop=None, test_centre_crop=None, classifier_init="uniform"),
+    "cmd": dict(epochs=80, lr=0.01, milestones=(50, 70), gamma=0.1, momentum=0.9,
+                nesterov=False, weight_decay=0.0, batch_size=64, label_fraction=1.0, repeats=1,
+                train_crop=(0.5, 1.0), test_centre_crop=0.95, classifier_init="normal"),
+    "crossclr": dict(epochs=100, lr=0.1, milestones=(80,), gamma=0.1, momentum=0.9,
+                     nesterov=False, weight_decay=0.0, batch_size=None, label_fraction=1.0,
+                     repeats=1, train_crop=None, test_centre_crop=None),
+    "semi1": dict(epochs=80, lr=0.01, milestones=(50, 70), label_fraction=0.01, repeats=5,
+                  subset="stratified"),
+    "semi10": dict(epochs=80, lr=0.01, milestones=(50, 70), label_fraction=0.1, repeats=5,
+                   subset="stratified"),
+    "transfer": dict(epochs=80, lr=0.01, milestones=(50,), label_fraction=1.0, repeats=1),
+    "supervised": dict(epochs=80, lr=0.1, milestones=(50, 70), gamma=0.1, momentum=0.9,
+                       nesterov=True, weight_decay=1e-4, batch_size=None, label_fraction=1.0,
+                       repeats=1, train_crop=None, test_centre_crop=None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_recipe_settings_are_pinned(name: str) -> None:
+    recipe = finetune_recipe(name)
+    assert recipe.name == name and recipe.config.recipe == name and recipe.source
+    for key, value in PINNED[name].items():
+        assert getattr(recipe.config, key) == value, (name, key)
+    assert recipe.transfer is (name == "transfer")
+
+
+def test_every_recipe_is_pinned_and_unknown_names_are_refused() -> None:
+    assert set(FINETUNE_RECIPES) == set(PINNED)
+    with pytest.raises(ValueError, match="unknown fine-tune recipe 'bogus'"):
+        finetune_recipe("bogus")
+
+
+def test_the_optimiser_and_schedule_follow_the_config(pretrained: Path, stores: dict[str, Path],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, object] = {}
+    real_sgd, real_steps = torch.optim.SGD, torch.optim.lr_scheduler.MultiStepLR
+
+    def sgd(params, **kwargs):
+        seen.update(kwargs)
+        return real_sgd(params, **kwargs)
+
+    def steps(optimizer, milestones, gamma):
+        seen.update(milestones=list(milestones), gamma=gamma)
+        return real_steps(optimizer, milestones, gamma=gamma)
+
+    monkeypatch.setattr(torch.optim, "SGD", sgd)
+    monkeypatch.setattr(torch.optim.lr_scheduler, "MultiStepLR", steps)
+    config = dataclasses.replace(finetune_recipe("supervised").config, epochs=1, batch_size=8)
+    inputs = ft.open_finetune_inputs(pretrained, stores["rw"], "xsub", scratch=True)
+    model = ft.build_finetune_model(inputs, seed=0)
+    ft.train_finetune_model(model, inputs, np.arange(16), config, seed=0,
+                            device=torch.device("cpu"))
+    assert seen == dict(lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=True,
+                        milestones=[50, 70], gamma=0.1)
+
+
+def test_cmd_views_crop_in_training_and_score_the_centre(pretrained: Path,
+                                                         stores: dict[str, Path]) -> None:
+    from skelkit.train.augment import TemporalCropResize, resize_linear
+
+    config = finetune_recipe("cmd").config
+    inputs = ft.open_finetune_inputs(pretrained, stores["rw"], "xsub")
+    window = inputs.run_config.data.window
+    crop = ft.view_augment(inputs, "train", config)
+    assert isinstance(crop, TemporalCropResize)
+    assert (crop.min_ratio, crop.max_ratio, crop.min_frames, crop.window) == (0.5, 1.0, window,
+                                                                               window)
+    centre = ft.view_augment(inputs, "test", config)
+    x = np.random.default_rng(0).normal(size=(3, 100, 25, 2)).astype(np.float32)
+    # CMD's l_ratio [0.95]: int(0.05 * 100 / 2) = 2 frames off each end, then resized.
+    np.testing.assert_array_equal(centre(x, None), resize_linear(x[:, 2:98], window))
+    assert ft.view_augment(inputs, "test", finetune_recipe("i2md").config) is None
+    # Crops of a long sequence differ between draws (the store's 20-40-frame walks are shorter
+    # than CMD's 64-frame floor, so they are used whole); the train side draws per epoch.
+    long = np.random.default_rng(1).normal(size=(3, 200, 25, 2)).astype(np.float32)
+    a, b = crop(long, np.random.default_rng(0)), crop(long, np.random.default_rng(1))
+    assert a.shape == (3, window, 25, 2) and not np.array_equal(a, b)
+    train = ft.side_dataset(inputs, "train", config=config, seed=0)
+    assert train.mode == "train" and train.augment is not None
+    assert train.__getitems__([(0, 0)])[0]["q"].shape[1] == window
+    model = ft.build_finetune_model(inputs, seed=0, classifier_init="normal")
+    with torch.no_grad():
+        assert float(model.classifier.bias.abs().max()) == 0.0
+        assert float(model.classifier.weight.std()) == pytest.approx(0.01, rel=0.3)
+
+
+def test_uniform_subsets_ignore_class_as_cmd_draws_them() -> None:
+    labels = np.repeat([0, 1, 2, 3], [100, 10, 3, 1])
+    chosen = ft.label_subset(labels, 0.05, np.random.default_rng(0), "uniform")
+    assert len(chosen) == int(0.05 * len(labels)) and np.all(np.diff(chosen) > 0)
+    draws = {tuple(ft.label_subset(labels, 0.05, np.random.default_rng(s), "uniform"))
+             for s in range(20)}
+    classes_missed = [set(range(4)) - set(labels[list(d)]) for d in draws]
+    assert any(classes_missed)  # unlike the stratified draw, classes may go without labels
+    assert ft.label_subset(labels, 1.0, np.random.default_rng(0), "uniform").tolist() == \
+        list(range(len(labels)))
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_each_recipe_runs_end_to_end(name: str, run_copy: Path, stores: dict[str, Path]) -> None:
+    """One short run per recipe (2 epochs, batch 8): the recipe's other settings apply."""
+    store = stores["pku"] if name == "transfer" else stores["rw"]
+    args = ["--run", str(run_copy), "--store", str(store), "--protocol", "xsub", "--recipe", name,
+            "--json", *FAST]
+    if name == "supervised":
+        args.append("--scratch")
+    if name.startswith("semi"):
+        args += ["--repeats", "2"]  # 16 train samples: 1 % and 10 % keep one per class
+    outcome = invoke(*args)
+    assert outcome.exit_code == 0, outcome.output
+    summary = json.loads(outcome.stdout)
+    pinned = PINNED[name]
+    assert summary["recipe"] == name and summary["epochs"] == 2 and summary["batch_size"] == 8
+    for key in ("lr", "weight_decay", "label_fraction"):
+        if key in pinned:
+            assert summary[key] == pytest.approx(pinned[key]), key
+    if name.startswith("semi"):
+        assert summary["repeats"] == 2 and summary["n_train"] == 4 and "top1_std" in summary
+    assert summary["transfer"] is (name == "transfer")
+    assert 0.0 <= summary["top1"] <= summary["top5"] <= 1.0
+
+
+def test_recipe_refusals_are_one_line(pretrained: Path, stores: dict[str, Path],
+                                      tmp_path: Path) -> None:
+    base = ["--store", str(stores["rw"]), "--protocol", "xsub", *FAST]
+    same = invoke("--run", str(pretrained), "--recipe", "transfer", *base)
+    assert same.exit_code == 2 and "needs another dataset" in same.stderr, same.output
+    unknown = invoke("--run", str(pretrained), "--recipe", "bogus", *base)
+    assert unknown.exit_code == 2 and "unknown fine-tune recipe 'bogus'" in unknown.stderr
+    # CMD's crops are cut from whole sequences; a fixed-length method never has one.
+    cfg = resolve_run_config("skeletonclr", method_class("skeletonclr"), "skeletonclr/ntu60",
+                             ["data.num_workers=0", "engine.batch_size=8", "model.queue_size=16",
+                              "model.encoder_args.channel_multiplier=0.0625"],
+                             {"data.store": str(stores["rw"]), "data.protocol": "xsub",
+                              "engine.epochs": 0, "engine.device": "cpu"})
+    train(cfg, tmp_path / "sclr", progress=False)
+    fixed = invoke("--run", str(tmp_path / "sclr"), "--recipe", "cmd", *base)
+    assert fixed.exit_code == 2 and "reads the store's fixed-length view" in fixed.stderr
+    for outcome in (same, unknown, fixed):
+        assert outcome.stderr.count("\n") == 1 and "Traceback" not in outcome.output

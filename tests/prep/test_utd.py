@@ -149,10 +149,18 @@ def test_utd_experiment_script_reduced(tmp_path: Path) -> None:
                             text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads((tmp_path / "out" / "results.json").read_text())
-    measured = [r for r in rows if r["knn_top1"] is not None]
+    measured = [r for r in rows if r["linear_b32_top1"] is not None]
     assert [r["run"] for r in measured] == ["skeletonclr-init", "skeletonclr", "cmd-init", "cmd"]
     for r in measured:
         assert r["n_train"] == 9 and r["n_test"] == 9  # subject 1 trains, subject 2 tests
         assert 0.0 <= r["knn_top1"] <= 1.0 and 0.0 <= r["linear_top1"] <= 1.0
+    raw, plain = rows[0], rows[1]
+    assert raw["encoder"].startswith("raw fixed joints") and 0.0 <= raw["knn_top1"] <= 1.0
+    assert plain["encoder"].startswith("plain supervised") and plain["classifier_top1"] is not None
+    classified = [r for r in rows if r["run"] and r["run"].endswith(("scratch", "finetune"))]
+    assert [(r["run"], r["recipe"]) for r in classified] == [
+        ("skeletonclr.scratch", "supervised"), ("skeletonclr.finetune", "i2md"),
+        ("cmd.scratch", "supervised"), ("cmd.finetune", "i2md")]
+    assert all(0.0 <= r["classifier_top1"] <= 1.0 and r["epochs"] == 2 for r in classified)
     assert open_store(tmp_path / "out" / "utd.zarr").layout.name == "kinect20"
     assert "| cmd | pre-trained |" in (tmp_path / "out" / "results.md").read_text()

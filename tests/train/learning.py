@@ -55,8 +55,11 @@ def torch_threads(count: int) -> Iterator[None]:
 
 
 def build_synth_store(folder: Path, classes: int | None = None,
-                      performers: int | None = None) -> Path:
-    """The ntu60 synth set built into a store with skelprep (random-walk store without it)."""
+                      performers: int | None = None, nuisance: str = "none") -> Path:
+    """The ntu60 synth set built into a store with skelprep (random-walk store without it).
+
+    ``nuisance="none"``: the generator the checks' thresholds were measured on (bit-identical
+    to the one before ``skelprep synth --nuisance`` existed; the default level is ``real``)."""
     raw, store = folder / "raw", folder / "synth.zarr"
     try:
         from click.testing import CliRunner
@@ -67,7 +70,8 @@ def build_synth_store(folder: Path, classes: int | None = None,
     runner = CliRunner()
     sizes = [*(["--classes", str(classes)] if classes else []),
              *(["--performers", str(performers)] if performers else [])]
-    for args in (["synth", "--dataset", "ntu60", "--out", str(raw), *sizes],
+    for args in (["synth", "--dataset", "ntu60", "--out", str(raw), "--nuisance", nuisance,
+                  *sizes],
                  ["build", "--dataset", "ntu60", "--raw", str(raw), "--out", str(store),
                   "--workers", "1"]):
         result = runner.invoke(skelprep, args, catch_exceptions=False)
