@@ -23,15 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from skelkit.prep.synth_body import Performer, Skeleton, make_performer, rot_y, skeleton_for
-from skelkit.prep.synth_motion import (
+from skelkit.store.layout import NTU25, Layout
+from skelkit.synth.body import Performer, Skeleton, make_performer, rot_y, skeleton_for
+from skelkit.synth.motion import (
     ClassProgram,
     class_program,
     is_mutual,
     perform,
 )
-from skelkit.prep.synth_nuisance import DEFAULT_NUISANCE, Nuisance, nuisance_level
-from skelkit.prep.synth_plan import (
+from skelkit.synth.nuisance import DEFAULT_NUISANCE, Nuisance, nuisance_level
+from skelkit.synth.plan import (
     PKU_VIEWS,
     PKU_XVIEW_TRAIN,
     dataset_spec,
@@ -42,7 +43,7 @@ from skelkit.prep.synth_plan import (
     pick_performers,
     pku_video_name,
 )
-from skelkit.prep.synth_scene import (
+from skelkit.synth.scene import (
     Body,
     Placement,
     Rig,
@@ -54,8 +55,7 @@ from skelkit.prep.synth_scene import (
     spurious_body,
     world_actor,
 )
-from skelkit.prep.synth_text import ntu_text, pku_labels_text, pku_split_text, pku_text
-from skelkit.store.layout import NTU25, Layout
+from skelkit.synth.text import ntu_text, pku_labels_text, pku_split_text, pku_text
 
 DEFAULT_CLASSES = 20
 DEFAULT_PERFORMERS = 10
