@@ -25,8 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from skelkit.prep.build.batch import PreparedBatch, make_batches, to_sample_batch
-from skelkit.prep.build.pipeline import BuildOptions, build_store
+from skelkit.prep.builder.batch import PreparedBatch, make_batches, to_sample_batch
+from skelkit.prep.builder.pipeline import BuildOptions, build_store
 from skelkit.prep.formats import get_dataset
 from skelkit.store import Layout, get_layout
 from skelkit.store.schema import MAX_BODIES, MODALITIES

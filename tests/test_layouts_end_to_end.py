@@ -17,7 +17,7 @@ import scipy.io
 import torch
 from click.testing import CliRunner
 
-from skelkit.prep.build.pipeline import BuildOptions, build_store
+from skelkit.prep.builder.pipeline import BuildOptions, build_store
 from skelkit.store.reader import open_store
 
 REDUCED = os.environ.get("SKELKIT_REDUCED") == "1"

@@ -84,7 +84,7 @@ def build(dataset: str, raw: Path, out: Path, frames: int, workers: int | None,
     """Build a store from raw files (parallel on dask, resumable)."""
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite exclude each other")
-    from skelkit.prep.build.pipeline import BuildOptions, build_store
+    from skelkit.prep.builder.pipeline import BuildOptions, build_store
     from skelkit.prep.report import format_report
 
     opts = BuildOptions(dataset=dataset, raw=raw, out=out, frames=frames, workers=workers,

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from skelkit.prep.build.batch import BATCH_SIZE_ENV
-from skelkit.prep.build.pipeline import BATCH_PAUSE_ENV
+from skelkit.prep.builder.batch import BATCH_SIZE_ENV
+from skelkit.prep.builder.pipeline import BATCH_PAUSE_ENV
 from skelkit.prep.cli import main
 from skelkit.store.errors import StoreError
 from skelkit.store.reader import open_store
@@ -334,7 +334,7 @@ def test_genuine_recordings_build_and_verify(tmp_path: Path) -> None:
 
 
 def test_batches_bound_the_samples_in_flight() -> None:
-    from skelkit.prep.build.batch import (
+    from skelkit.prep.builder.batch import (
         IN_FLIGHT_SAMPLES,
         MAX_BATCH,
         choose_batch_size,

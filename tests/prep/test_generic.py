@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from skelkit.prep.build.pipeline import BuildOptions, build_store
+from skelkit.prep.builder.pipeline import BuildOptions, build_store
 from skelkit.prep.cli import main
 from skelkit.prep.errors import DatasetError, ManifestError
 from skelkit.prep.formats.generic import Normalisation, parse_normalisation, read_manifest

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from skelkit.prep.build.pipeline import BuildOptions, build_store
+from skelkit.prep.builder.pipeline import BuildOptions, build_store
 from skelkit.prep.errors import DatasetError
 from skelkit.prep.formats import get_dataset
 from skelkit.prep.formats.utd import parse_utd_name, read_utd_skeleton

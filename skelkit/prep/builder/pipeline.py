@@ -20,7 +20,7 @@ from typing import Any
 import tqdm
 import zarr
 
-from skelkit.prep.build.batch import (
+from skelkit.prep.builder.batch import (
     PreparedBatch,
     choose_batch_size,
     fingerprint,
@@ -29,7 +29,7 @@ from skelkit.prep.build.batch import (
     prepare_batch,
     to_sample_batch,
 )
-from skelkit.prep.build.runners import Runner, make_runner
+from skelkit.prep.builder.runners import Runner, make_runner
 from skelkit.prep.errors import BuildError, first_line
 from skelkit.prep.formats import get_dataset
 from skelkit.prep.report import build_report
