@@ -29,17 +29,10 @@ from skelkit.prep.tasks import (
     SplitFn,
 )
 from skelkit.store.layout import Layout
+from skelkit.store.protocols import NTU60_XSUB_TRAIN, NTU120_XSUB_TRAIN, NTU_XVIEW_TRAIN_CAMERAS
 from skelkit.store.schema import FIXED_FRAMES, MAX_BODIES
 
 NTU_NAME = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})$")
-NTU60_XSUB_TRAIN = frozenset(
-    (1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38)
-)
-NTU120_XSUB_TRAIN = NTU60_XSUB_TRAIN | frozenset(
-    (45, 46, 47, 49, 50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82, 83, 84, 85, 86,
-     89, 91, 92, 93, 94, 95, 97, 98, 100, 103)
-)
-NTU_XVIEW_TRAIN_CAMERAS = frozenset((2, 3))
 
 
 @dataclass(frozen=True)
