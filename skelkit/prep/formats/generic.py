@@ -20,21 +20,8 @@ import numpy as np
 from skelkit.prep.errors import DatasetError, ManifestError
 from skelkit.prep.kernels.bodies import select_bodies
 from skelkit.prep.kernels.normalize import resize_frames
-from skelkit.prep.kernels.sample import (
-    PreparedSample,
-    prepare_bodies,
-    sample_problem,
-    stored_sample,
-)
-from skelkit.prep.tasks import (
-    DatasetSpec,
-    Discovery,
-    FileTask,
-    PreparedPair,
-    SampleSpec,
-    Skip,
-    listed_splits,
-)
+from skelkit.prep.kernels.sample import PreparedSample, prepare_bodies, sample_problem, stored_sample
+from skelkit.prep.tasks import DatasetSpec, Discovery, FileTask, PreparedPair, SampleSpec, Skip, listed_splits
 from skelkit.store.layout import Layout, get_layout
 from skelkit.store.schema import FIXED_FRAMES, MAX_BODIES
 

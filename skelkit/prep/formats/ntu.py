@@ -19,15 +19,7 @@ from skelkit.prep.errors import DatasetError, RawFormatError, first_line
 from skelkit.prep.kernels.bodies import select_bodies
 from skelkit.prep.kernels.parse_ntu import parse_ntu_file
 from skelkit.prep.kernels.sample import PreparedSample, prepare_bodies, sample_problem
-from skelkit.prep.tasks import (
-    DatasetSpec,
-    Discovery,
-    FileTask,
-    PreparedPair,
-    SampleSpec,
-    Skip,
-    SplitFn,
-)
+from skelkit.prep.tasks import DatasetSpec, Discovery, FileTask, PreparedPair, SampleSpec, Skip, SplitFn
 from skelkit.store.layout import Layout
 from skelkit.store.protocols import NTU60_XSUB_TRAIN, NTU120_XSUB_TRAIN, NTU_XVIEW_TRAIN_CAMERAS
 from skelkit.store.schema import FIXED_FRAMES, MAX_BODIES

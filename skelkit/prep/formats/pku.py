@@ -15,15 +15,7 @@ import numpy as np
 from skelkit.prep.errors import DatasetError, RawFormatError, first_line
 from skelkit.prep.kernels.parse_pku import parse_pku_labels, parse_pku_skeleton, parse_pku_split
 from skelkit.prep.kernels.sample import prepare_bodies, sample_problem
-from skelkit.prep.tasks import (
-    DatasetSpec,
-    Discovery,
-    FileTask,
-    PreparedPair,
-    SampleSpec,
-    Skip,
-    listed_splits,
-)
+from skelkit.prep.tasks import DatasetSpec, Discovery, FileTask, PreparedPair, SampleSpec, Skip, listed_splits
 from skelkit.store.layout import Layout
 from skelkit.store.schema import MAX_BODIES
 
