@@ -24,7 +24,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from skelkit.prep.build import BATCH_SIZE_ENV
+from skelkit.prep.builder.batch import BATCH_SIZE_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 NTU_NAME = re.compile(r"^(S\d{3}C\d{3}P\d{3})R(\d{3})(A\d{3})$")
@@ -32,7 +32,7 @@ NTU_NAME = re.compile(r"^(S\d{3}C\d{3}P\d{3})R(\d{3})(A\d{3})$")
 CHILD = """
 import json, resource, sys
 from pathlib import Path
-from skelkit.prep.build import BuildOptions, build_store
+from skelkit.prep.builder.pipeline import BuildOptions, build_store
 report = build_store(BuildOptions(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]),
                                   workers=int(sys.argv[4]), progress=False))
 kib = 1 if sys.platform != "darwin" else 1 / 1024
@@ -107,7 +107,7 @@ def main() -> None:
     try:
         base = args.raw
         if base is None:
-            from skelkit.prep.synth import synth_dataset
+            from skelkit.synth.dataset import synth_dataset
 
             base = work / "base"
             synth_dataset(args.dataset, base, classes=args.classes, performers=args.performers)

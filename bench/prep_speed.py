@@ -25,14 +25,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from skelkit.prep.build import (
-    BuildOptions,
-    PreparedBatch,
-    build_store,
-    make_batches,
-    to_sample_batch,
-)
-from skelkit.prep.datasets import get_dataset
+from skelkit.prep.builder.batch import PreparedBatch, make_batches, to_sample_batch
+from skelkit.prep.builder.pipeline import BuildOptions, build_store
+from skelkit.prep.formats import get_dataset
 from skelkit.store import Layout, get_layout
 from skelkit.store.schema import MAX_BODIES, MODALITIES
 from skelkit.store.writer import StoreWriter
@@ -267,7 +262,7 @@ def main() -> None:
     try:
         raw = args.raw
         if raw is None:
-            from skelkit.prep.synth import synth_dataset
+            from skelkit.synth.dataset import synth_dataset
 
             raw = work / "raw"
             synth_dataset(args.dataset, raw, classes=args.classes, performers=args.performers)

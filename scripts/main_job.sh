@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: generate a small NTU-60-format dataset with the nuisance of
-# real recordings (skelkit/prep/synth_nuisance.py), build the store, pre-train CMD (tiny config,
+# real recordings (skelkit/synth/nuisance.py), build the store, pre-train CMD (tiny config,
 # CPU), export embeddings, and compare KNN / linear-probe accuracy of three representations side by
 # side: the raw fixed joints themselves, the CMD encoder at random initialisation (--epochs 0, same
 # seed), and the pre-trained CMD encoder.

@@ -17,8 +17,8 @@ import scipy.io
 import torch
 from click.testing import CliRunner
 
-from skelkit.prep.build import BuildOptions, build_store
-from skelkit.store import open_store
+from skelkit.prep.builder.pipeline import BuildOptions, build_store
+from skelkit.store.reader import open_store
 
 REDUCED = os.environ.get("SKELKIT_REDUCED") == "1"
 PER_SIDE = 6  # samples per split side and store

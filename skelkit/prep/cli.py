@@ -1,7 +1,7 @@
 """`skelprep`: synth, build, info and verify.
 
-Errors that stop a command print one line to stderr and exit with code 2 (no traceback);
-`verify` exits 1 when the store is wrong.
+Errors that stop a command print one line, ``skelprep <command>: error: <why>``, and exit 2
+(:class:`skelkit.errors.SkelkitGroup`); `verify` exits 1 when the store it checked is wrong.
 """
 
 from __future__ import annotations
@@ -13,60 +13,27 @@ from pathlib import Path
 import click
 
 from skelkit import __version__
+from skelkit.errors import CONTEXT_SETTINGS, EXIT_INTERNAL, InputError, SkelkitGroup
+from skelkit.store.schema import FIXED_FRAMES
 
-DATASET_NAMES = ("ntu60", "ntu120", "pku2", "utd-mhad", "generic")
-EXIT_USAGE = 2
-EXIT_VERIFY_FAILED = 1
-
-
-class UserError(Exception):
-    """A reason to stop with exit code 2 and one line."""
-
-
-def _fail(command: str, message: str) -> None:
-    click.echo(f"skelprep {command}: error: {message}", err=True)
-    sys.exit(EXIT_USAGE)
-
-
-class OneLineErrors(click.Group):
-    """Click prints usage blocks for bad options; skelprep prints one line instead."""
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        try:
-            return super().main(args=args, prog_name=prog_name, complete_var=complete_var,
-                                standalone_mode=False, **extra)
-        except click.exceptions.Exit as e:
-            sys.exit(e.exit_code)
-        except click.exceptions.NoArgsIsHelpError as e:
-            click.echo(e.ctx.get_help())
-            sys.exit(0)
-        except click.exceptions.Abort:
-            click.echo("skelprep: aborted", err=True)
-            sys.exit(130)
-        except click.UsageError as e:
-            command = e.ctx.command.name if e.ctx is not None and e.ctx.command else "skelprep"
-            prefix = "skelprep" if command == self.name else f"skelprep {command}"
-            click.echo(f"{prefix}: error: {e.format_message()}", err=True)
-            sys.exit(EXIT_USAGE)
-        except click.ClickException as e:
-            click.echo(f"skelprep: error: {e.format_message()}", err=True)
-            sys.exit(e.exit_code)
+# The formats, the build, the store reader and the generator pull in numba, zarr, pandas, dask
+# and scipy (~1.5 s of imports against ~0.1 s without): each command imports what it runs in its
+# body, so -h and usage errors answer at once. The registry holds the names; a test keeps this
+# help text equal to it (tests/prep/test_cli.py).
+DATASET_HELP = "ntu60|ntu120|pku2|utd-mhad|generic"
+EXIT_VERIFY_FAILED = EXIT_INTERNAL
+"""A store that fails verification: exit 1, one line per problem (documented in --help)."""
 
 
 def _dataset_option(f):
-    return click.option("--dataset", required=True, metavar="|".join(DATASET_NAMES),
+    return click.option("--dataset", required=True, metavar=DATASET_HELP,
                         help="Which dataset (its raw format, protocols and missing list).")(f)
 
 
-def _check_dataset(command: str, dataset: str) -> None:
-    if dataset not in DATASET_NAMES:
-        _fail(command, f"unknown dataset {dataset!r}; choose one of {', '.join(DATASET_NAMES)}")
-
-
-@click.group(cls=OneLineErrors, name="skelprep")
+@click.group(cls=SkelkitGroup, name="skelprep", context_settings=CONTEXT_SETTINGS)
 @click.version_option(version=__version__, prog_name="skelprep")
 def main() -> None:
-    """Raw NTU RGB+D 60/120 and PKU-MMD II skeletons into a Zarr feature store."""
+    """Raw NTU RGB+D 60/120, PKU-MMD II, UTD-MHAD or generic skeletons into a Zarr feature store."""
 
 
 @main.command()
@@ -74,22 +41,21 @@ def main() -> None:
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder to write.")
 @click.option("--classes", type=int, default=None, help="Number of action classes.")
 @click.option("--performers", type=int, default=None, help="Number of performers.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--nuisance", type=click.Choice(["real", "none"]), default="real", show_default=True,
+@click.option("--seed", type=int, default=0)
+@click.option("--nuisance", type=click.Choice(["real", "none"]), default="real",
               help="real: the nuisance of genuine recordings (camera tilt and roll, body sizes, "
-                   "timing, sensor noise, dropped joints; skelkit/prep/synth_nuisance.py); "
+                   "timing, sensor noise, dropped joints; skelkit/synth/nuisance.py); "
                    "none: the earlier, milder generator, bit for bit.")
 def synth(dataset: str, out: Path, classes: int | None, performers: int | None, seed: int,
           nuisance: str) -> None:
     """Write a small synthetic dataset in the genuine raw format."""
-    _check_dataset("synth", dataset)
-    from skelkit.prep.synth import synth_dataset
+    from skelkit.synth.dataset import synth_dataset
 
     try:
         summary = synth_dataset(dataset, out, classes=classes, performers=performers, seed=seed,
                                 nuisance=nuisance)
     except (ValueError, OSError) as e:
-        _fail("synth", str(e))
+        raise InputError(str(e)) from None
     click.echo(", ".join(f"{k}: {v}" for k, v in summary.items()))
 
 
@@ -97,7 +63,7 @@ def synth(dataset: str, out: Path, classes: int | None, performers: int | None, 
 @_dataset_option
 @click.option("--raw", required=True, type=click.Path(path_type=Path), help="Raw dataset folder.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Store to write.")
-@click.option("--frames", type=int, default=50, show_default=True, help="Fixed-length frames.")
+@click.option("--frames", type=int, default=FIXED_FRAMES, help="Fixed-length frames.")
 @click.option("--workers", type=int, default=None,
               help="Local worker processes (default: all cores; 1 runs in this process).")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
@@ -110,28 +76,21 @@ def synth(dataset: str, out: Path, classes: int | None, performers: int | None, 
               help="generic: the CSV manifest (default RAW/manifest.csv).")
 @click.option("--layout", default=None, metavar="NAME|FILE.json",
               help="generic: the skeleton layout (e.g. kinect20, ntu25, or a JSON file).")
-@click.option("--normalise", default="layout", show_default=True,
-              metavar="layout|center[:JOINT]|none", help="generic: how samples are normalised.")
+@click.option("--normalise", default="layout", metavar="layout|center[:JOINT]|none",
+              help="generic: how samples are normalised.")
 def build(dataset: str, raw: Path, out: Path, frames: int, workers: int | None,
           scheduler: str | None, missing: Path | None, resume: bool, overwrite: bool,
           manifest: Path | None, layout: str | None, normalise: str) -> None:
     """Build a store from raw files (parallel on dask, resumable)."""
-    _check_dataset("build", dataset)
     if resume and overwrite:
-        _fail("build", "--resume and --overwrite exclude each other")
-    from skelkit.prep.build import BuildError, BuildOptions, build_store
-    from skelkit.prep.datasets import DatasetError
+        raise click.UsageError("--resume and --overwrite exclude each other")
+    from skelkit.prep.builder.pipeline import BuildOptions, build_store
     from skelkit.prep.report import format_report
-    from skelkit.store.errors import StoreError
 
     opts = BuildOptions(dataset=dataset, raw=raw, out=out, frames=frames, workers=workers,
                         scheduler=scheduler, missing=missing, resume=resume, overwrite=overwrite,
                         manifest=manifest, layout=layout, normalise=normalise)
-    try:
-        report = build_store(opts)
-    except (BuildError, DatasetError, StoreError) as e:
-        _fail("build", str(e))
-    click.echo(format_report(report))
+    click.echo(format_report(build_store(opts)))
 
 
 @main.command()
@@ -140,25 +99,22 @@ def build(dataset: str, raw: Path, out: Path, frames: int, workers: int | None,
 def info(store: Path, as_json: bool) -> None:
     """Describe a store: dataset, layout, splits, classes, modalities, size, build report."""
     from skelkit.prep.info import format_info, store_info
-    from skelkit.store.errors import StoreError
 
-    try:
-        data = store_info(store)
-    except StoreError as e:
-        _fail("info", str(e))
+    data = store_info(store)
     click.echo(json.dumps(data, indent=2) if as_json else format_info(data))
 
 
 @main.command()
 @click.argument("store", type=click.Path(path_type=Path))
-@click.option("--subset", type=int, default=32, show_default=True,
+@click.option("--subset", type=int, default=32,
               help="Samples whose modalities are re-derived from the stored joints.")
 def verify(store: Path, subset: int) -> None:
-    """Check schema, shapes, dtypes, finite values, offsets, splits and modality derivation."""
+    """Check schema, shapes, dtypes, finite values, offsets, splits and modality derivation.
+
+    Exit 0: the store passed; 1: it failed a check (one line per problem); 2: not a store.
+    """
     from skelkit.prep.verify import verify_store
 
-    if not store.exists():
-        _fail("verify", f"{store}: no such store")
     problems, summary = verify_store(store, subset=subset)
     if problems:
         for p in problems:

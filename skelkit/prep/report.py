@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from skelkit.prep.datasets import Discovery
+from skelkit.prep.tasks import Discovery
 
 
 def build_report(

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from skelkit.prep.datasets import DATASETS
+from skelkit.prep.formats import DATASETS
+from skelkit.prep.kernels.modalities import derive_modalities
 from skelkit.store.errors import StoreError
 from skelkit.store.reader import Store, open_store
 from skelkit.store.schema import MAX_BODIES, MODALITIES, SAMPLE_COLUMNS
@@ -58,7 +59,7 @@ def _check_splits(store: Store, problems: list[str]) -> None:
     if spec is not None and tuple(store.protocols) != spec.protocols:
         problems.append(f"protocols {list(store.protocols)}, expected {list(spec.protocols)}")
     recomputed = None
-    if spec is not None and spec.kind == "ntu" and n:
+    if spec is not None and spec.splits_from_columns and n:
         cols = {k: store.samples[k].to_numpy() for k in ("subject", "camera", "setup")}
         recomputed = spec.splits(cols, {})
     for protocol in store.protocols:
@@ -123,8 +124,6 @@ def _check_arrays(store: Store, problems: list[str]) -> None:
 
 def _check_derivation(store: Store, problems: list[str], subset: int, seed: int) -> int:
     """Re-derive every modality of ``subset`` samples from the stored fixed joints."""
-    from skelkit.prep.modalities import derive_modalities
-
     n = len(store)
     if n == 0:
         return 0
@@ -149,12 +148,15 @@ def _check_derivation(store: Store, problems: list[str], subset: int, seed: int)
 
 
 def verify_store(path: str | Path, *, subset: int = 32, seed: int = 0) -> tuple[list[str], dict]:
-    """(problems, summary); an empty problem list means the store passed every check."""
+    """(problems, summary); an empty problem list means the store passed every check.
+
+    StoreError when ``path`` is not a skelkit store at all (bad input, not a failed check)."""
     problems: list[str] = []
     summary: dict = {"path": str(path)}
+    store = open_store(path, require_complete=False)  # not a store at all: StoreError, exit 2
     try:
-        store = open_store(path, require_complete=True)
-    except StoreError as e:
+        open_store(path, require_complete=True)
+    except StoreError as e:  # a store whose build did not finish: a failed verification
         return [str(e)], summary
     summary.update(dataset=store.dataset, samples=len(store))
     try:

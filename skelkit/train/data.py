@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from skelkit.store.reader import Store, open_store
+from skelkit.store.schema import FIXED_FRAMES, MAX_BODIES
 from skelkit.train.augment import build_augmentations, resize_linear
 
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
@@ -239,7 +240,7 @@ def write_random_walk_store(path: str | Path, *, classes: int = 4, per_class: in
     from skelkit.store.writer import SampleBatch, StoreWriter
 
     layout = layout or NTU25
-    v, m, fixed_frames = layout.num_joints, 2, 50
+    v, m, fixed_frames = layout.num_joints, MAX_BODIES, FIXED_FRAMES
     rng = np.random.default_rng(seed)
     freq = rng.uniform(0.5, 3.0, size=(classes, 3, v))
     amp = rng.uniform(0.0, 0.5, size=(classes, 3, v)) * (rng.random((classes, 1, v)) < 0.4)

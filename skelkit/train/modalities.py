@@ -1,4 +1,4 @@
-"""Torch twins of the modality derivations in ``skelkit/prep/modalities.py`` (docs/design.md §3.5).
+"""Torch twins of the modality derivations in ``skelkit/prep/kernels/modalities.py`` (docs/design.md §3.5).
 
 Same maths as the numba kernels, batched over samples and on any device, so training modalities
 can be derived from augmented joints on the fly. Tensors are (N, 3, T, V, M); ``gamma`` is the
@@ -13,8 +13,8 @@ import torch
 from torch import Tensor
 
 from skelkit.store.layout import Layout, TorsoNormal
+from skelkit.store.schema import MODALITIES as MODALITY_NAMES
 
-MODALITY_NAMES = ("joint", "motion", "bone", "acceleration", "axis", "angular_velocity")
 _EPS = 1e-12  # the golden README's unit(x) = x / max(|x|, 1e-12)
 
 

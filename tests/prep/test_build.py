@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from skelkit.prep.build import BATCH_PAUSE_ENV, BATCH_SIZE_ENV
+from skelkit.prep.builder.batch import BATCH_SIZE_ENV
+from skelkit.prep.builder.pipeline import BATCH_PAUSE_ENV
 from skelkit.prep.cli import main
 from skelkit.store.errors import StoreError
 from skelkit.store.reader import open_store
@@ -333,14 +334,14 @@ def test_genuine_recordings_build_and_verify(tmp_path: Path) -> None:
 
 
 def test_batches_bound_the_samples_in_flight() -> None:
-    from skelkit.prep.build import (
+    from skelkit.prep.builder.batch import (
         IN_FLIGHT_SAMPLES,
         MAX_BATCH,
         choose_batch_size,
         make_batches,
         max_in_flight,
     )
-    from skelkit.prep.datasets import FileTask, SampleSpec
+    from skelkit.prep.tasks import FileTask, SampleSpec
 
     for workers in (1, 2, 3, 8, 16, 64):
         for n in (10, 1000, 114_000):

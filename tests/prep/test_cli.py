@@ -149,3 +149,31 @@ def test_pku_synth_build_verify(tmp_path: Path) -> None:
     assert store.protocols == ("xsub", "xview") and len(store) > 0
     assert all("_" in n and ".txt_" in n for n in store.samples["name"])
     assert invoke("verify", out).exit_code == 0
+
+
+def test_help_lists_the_commands_and_the_registered_datasets() -> None:
+    from skelkit.prep.cli import DATASET_HELP
+    from skelkit.prep.formats import DATASET_NAMES
+
+    result = invoke("-h")
+    assert result.exit_code == 0, result.output
+    for command in ("synth", "build", "info", "verify"):
+        assert command in result.stdout
+    # The help text is typed out (importing the registry costs ~1.5 s): it must name exactly it.
+    assert DATASET_HELP.split("|") == list(DATASET_NAMES)
+    assert DATASET_HELP in invoke("build", "-h").stdout
+
+
+@pytest.mark.parametrize("what", ["absent", "plain_folder", "other_zarr"])
+def test_verify_of_a_non_store_is_one_line_exit_2(tmp_path: Path, what: str) -> None:
+    path = tmp_path / "thing"
+    if what == "plain_folder":
+        path.mkdir()
+        (path / "notes.txt").write_text("not a store\n")
+    elif what == "other_zarr":
+        zarr.open_group(str(path), mode="w").attrs["format"] = "something-else"
+    result = invoke("verify", path)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("skelprep verify: error: "), result.stderr
+    assert str(path) in lines[0]

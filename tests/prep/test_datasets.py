@@ -8,12 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from skelkit.prep.datasets import (
-    DatasetError,
-    get_dataset,
-    load_missing,
-    parse_ntu_name,
-)
+from skelkit.prep.errors import DatasetError
+from skelkit.prep.formats import get_dataset
+from skelkit.prep.formats.ntu import parse_ntu_name
+from skelkit.prep.tasks import load_missing
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 GOLDEN_NTU = SHARED / "golden" / "ntu"

@@ -9,16 +9,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from skelkit.prep.build import BuildOptions, build_store
+from skelkit.prep.builder.pipeline import BuildOptions, build_store
 from skelkit.prep.cli import main
-from skelkit.prep.datasets import DatasetError
-from skelkit.prep.generic import (
-    ManifestError,
-    Normalisation,
-    parse_normalisation,
-    read_manifest,
-)
-from skelkit.store import KINECT20, NTU25, open_store
+from skelkit.prep.errors import DatasetError, ManifestError
+from skelkit.prep.formats.generic import Normalisation, parse_normalisation, read_manifest
+from skelkit.store import KINECT20, NTU25
+from skelkit.store.reader import open_store
 
 V = KINECT20.num_joints
 

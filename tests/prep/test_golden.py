@@ -11,13 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from skelkit.prep.bodies import select_bodies
-from skelkit.prep.modalities import MODALITY_NAMES, derive_modalities
-from skelkit.prep.normalize import cmd_normalize, ikem_fixed
-from skelkit.prep.parse_ntu import parse_ntu_file
-from skelkit.prep.parse_pku import parse_pku_labels, parse_pku_skeleton
-from skelkit.prep.sample import PreparedSample, prepare_bodies, prepare_ntu_file
+from skelkit.prep.formats.ntu import prepare_ntu_file
+from skelkit.prep.kernels.bodies import select_bodies
+from skelkit.prep.kernels.modalities import derive_modalities
+from skelkit.prep.kernels.normalize import cmd_normalize, ikem_fixed
+from skelkit.prep.kernels.parse_ntu import parse_ntu_file
+from skelkit.prep.kernels.parse_pku import parse_pku_labels, parse_pku_skeleton
+from skelkit.prep.kernels.sample import PreparedSample, prepare_bodies
 from skelkit.store.layout import NTU25
+from skelkit.store.schema import MODALITIES
 
 GOLDEN = Path(__file__).resolve().parents[2] / ".." / "shared" / "golden"
 ATOL = 1e-4
@@ -138,7 +140,7 @@ def _check_modality(ours: np.ndarray, golden: np.ndarray, modality: str, sine: n
     assert np.all((np.abs(norms - 1) < 1e-5) | (norms == 0))
 
 
-@pytest.mark.parametrize("modality", MODALITY_NAMES)
+@pytest.mark.parametrize("modality", MODALITIES)
 @pytest.mark.parametrize("name", NTU_NAMES)
 def test_ntu_modalities(ntu_golden, name, modality):
     """The modality maths alone: from the golden 50-frame joints to each golden modality."""
@@ -150,7 +152,7 @@ def test_ntu_modalities(ntu_golden, name, modality):
     _check_modality(_as_bodies(ours), golden, modality, sine, min_cross=1e-6)
 
 
-@pytest.mark.parametrize("modality", MODALITY_NAMES)
+@pytest.mark.parametrize("modality", MODALITIES)
 @pytest.mark.parametrize("name", NTU_NAMES)
 def test_ntu_sample_fixed(ntu_golden, name, modality):
     """End to end: prepare_ntu_file's store-ordered (3, F, V, M) arrays against the golden."""
@@ -166,7 +168,7 @@ def test_derive_modalities_matches_sample(name):
     """The dict API gives the same numbers as the store-ordered sample."""
     bodies, frames, sample = _ntu(name)
     mods = derive_modalities(ikem_fixed(bodies, NTU25, 50), frames / 50, NTU25)
-    for modality in MODALITY_NAMES:
+    for modality in MODALITIES:
         np.testing.assert_array_equal(mods[modality], _as_bodies(sample.fixed[modality]))
 
 

@@ -8,18 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from skelkit.prep.bodies import select_bodies
 from skelkit.prep.errors import RawFormatError
-from skelkit.prep.normalize import cmd_normalize, ikem_fixed
-from skelkit.prep.parse_ntu import _read_line, parse_ntu_bytes, parse_ntu_file
-from skelkit.prep.parse_pku import (
+from skelkit.prep.formats.ntu import prepare_ntu_file
+from skelkit.prep.kernels.bodies import select_bodies
+from skelkit.prep.kernels.normalize import cmd_normalize, ikem_fixed
+from skelkit.prep.kernels.parse_ntu import _read_line, parse_ntu_bytes, parse_ntu_file
+from skelkit.prep.kernels.parse_pku import (
     PkuClip,
     cut_pku_clip,
     parse_pku_labels,
     parse_pku_skeleton,
     parse_pku_split,
 )
-from skelkit.prep.sample import prepare_bodies, prepare_ntu_file
+from skelkit.prep.kernels.sample import prepare_bodies
 from skelkit.store.layout import NTU25
 
 V = NTU25.num_joints

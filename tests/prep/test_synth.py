@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from skelkit.prep.synth import iter_ntu_samples, iter_pku_videos, pku_slots, synth_dataset
-from skelkit.prep.synth_plan import NTU60_XSUB_TRAIN, NTU120_XSUB_TRAIN
 from skelkit.store.layout import NTU25
+from skelkit.synth.dataset import iter_ntu_samples, iter_pku_videos, pku_slots, synth_dataset
+from skelkit.synth.plan import NTU60_XSUB_TRAIN, NTU120_XSUB_TRAIN
 
 NAME = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})\.skeleton$")
 TINY = dict(classes=4, performers=2, frames=(30, 50))
@@ -115,7 +115,7 @@ def test_ntu120_uses_its_own_setups_for_the_new_actions_and_splits_by_setup() ->
 
 def test_default_ntu60_set_is_big_enough_for_the_learning_check() -> None:
     # Only the plan is checked here (names are cheap); generating it is the CLI's job.
-    from skelkit.prep.synth_plan import dataset_spec, pick_actions, pick_performers
+    from skelkit.synth.plan import dataset_spec, pick_actions, pick_performers
 
     spec = dataset_spec("ntu60")
     people = pick_performers(spec, 10)
@@ -274,8 +274,8 @@ def test_real_level_files_are_valid_ntu_files(tmp_path: Path) -> None:
 
 
 def test_camera_ranges_are_the_documented_ones() -> None:
-    from skelkit.prep.synth_nuisance import NUISANCE_LEVELS
-    from skelkit.prep.synth_scene import camera_pose, make_rig
+    from skelkit.synth.nuisance import NUISANCE_LEVELS
+    from skelkit.synth.scene import camera_pose, make_rig
 
     for level in ("none", "real"):
         nz = NUISANCE_LEVELS[level]
@@ -313,9 +313,9 @@ def test_real_level_drops_joints_as_often_as_genuine_files() -> None:
 
 
 def test_a_dropout_freezes_a_limb_end_and_flags_it_inferred() -> None:
-    from skelkit.prep.synth_body import skeleton_for
-    from skelkit.prep.synth_nuisance import NUISANCE_LEVELS
-    from skelkit.prep.synth_scene import DROPOUT_CHAINS, Body, drop_joints, hold_joints
+    from skelkit.synth.body import skeleton_for
+    from skelkit.synth.nuisance import NUISANCE_LEVELS
+    from skelkit.synth.scene import DROPOUT_CHAINS, Body, drop_joints, hold_joints
 
     skel = skeleton_for(NTU25)
     t, v = 60, NTU25.num_joints
@@ -345,7 +345,7 @@ def test_a_dropout_freezes_a_limb_end_and_flags_it_inferred() -> None:
 
 def _raw_fixed_knn(nuisance: str, seed: int) -> float:
     """Cosine 1-NN, xsub, of the IKEM fixed view (the store's fixed/joint) of the actors."""
-    from skelkit.prep.normalize import ikem_fixed
+    from skelkit.prep.kernels.normalize import ikem_fixed
 
     feats, labels, train = [], [], []
     for s in iter_ntu_samples("ntu60", classes=10, performers=4, seed=seed, nuisance=nuisance):

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import scipy.io
 
-from skelkit.prep.build import BuildOptions, build_store
-from skelkit.prep.datasets import DatasetError, get_dataset
-from skelkit.prep.utd import parse_utd_name, read_utd_skeleton
-from skelkit.store import KINECT20, open_store
+from skelkit.prep.builder.pipeline import BuildOptions, build_store
+from skelkit.prep.errors import DatasetError
+from skelkit.prep.formats import get_dataset
+from skelkit.prep.formats.utd import parse_utd_name, read_utd_skeleton
+from skelkit.store import KINECT20
+from skelkit.store.reader import open_store
 
 UTD_REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "utd-mhad"
 

@@ -5,19 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from skelkit.store import (
-    NTU25,
-    EmbeddingFileError,
-    EmbeddingGroup,
-    Layout,
-    SampleBatch,
-    StoreError,
-    StoreWriter,
-    open_store,
-    read_embeddings,
-    write_embeddings,
-)
+from skelkit.store import NTU25, EmbeddingFileError, Layout, StoreError
+from skelkit.store.embeddings import EmbeddingGroup, read_embeddings, write_embeddings
+from skelkit.store.reader import open_store
 from skelkit.store.schema import MODALITIES
+from skelkit.store.writer import SampleBatch, StoreWriter
 
 V, M, F = NTU25.num_joints, 2, 50
 

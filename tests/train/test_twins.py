@@ -30,7 +30,7 @@ def _joints(n: int, t: int, layout: Layout, seed: int) -> np.ndarray:
 
 @pytest.mark.parametrize("modality", MODALITY_NAMES)
 def test_twin_equals_numba_kernel(modality):
-    prep = pytest.importorskip("skelkit.prep.modalities", exc_type=ImportError)
+    prep = pytest.importorskip("skelkit.prep.kernels.modalities", exc_type=ImportError)
     x = _joints(3, 50, NTU25, seed=0)
     gamma = np.array([2.06, 1.0, 0.7], dtype=np.float32)
     got = derive(torch.from_numpy(x), modality, torch.from_numpy(gamma), NTU25).numpy()

@@ -12,8 +12,7 @@ import numba
 import numpy as np
 
 from skelkit.store.layout import Layout
-
-MODALITY_NAMES = ("joint", "motion", "bone", "acceleration", "axis", "angular_velocity")
+from skelkit.store.schema import MODALITIES
 
 _EPS = 1e-12  # the project's unit-vector guard: x / max(|x|, 1e-12)
 
@@ -26,7 +25,7 @@ def _norm3(x: float, y: float, z: float) -> float:
 @numba.njit(cache=True, nogil=True)
 def _modalities_kernel(j: np.ndarray, gamma: float, parents: np.ndarray, partners: np.ndarray,
                        torso: np.ndarray) -> np.ndarray:
-    """j (M, F, V, 3) float32 -> (6, M, F, V, 3) float32 in MODALITY_NAMES order."""
+    """j (M, F, V, 3) float32 -> (6, M, F, V, 3) float32 in MODALITIES order."""
     bodies, frames, joints = j.shape[0], j.shape[1], j.shape[2]
     out = np.zeros((6, bodies, frames, joints, 3), dtype=np.float32)
     bone = np.empty((frames, joints, 3))
@@ -107,7 +106,7 @@ def layout_arrays(layout: Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def derive_modalities_stacked(j: np.ndarray, gamma: float, layout: Layout) -> np.ndarray:
-    """(M, F, V, 3) joints -> (6, M, F, V, 3) float32 in MODALITY_NAMES order."""
+    """(M, F, V, 3) joints -> (6, M, F, V, 3) float32 in MODALITIES order."""
     if j.ndim != 4 or j.shape[-1] != 3 or j.shape[2] != layout.num_joints:
         raise ValueError(f"expected (M, F, {layout.num_joints}, 3) joints, got {tuple(j.shape)}")
     if not gamma > 0:
@@ -123,4 +122,4 @@ def derive_modalities(j: np.ndarray, gamma: float, layout: Layout) -> dict[str, 
     ``gamma`` = T_orig / F is IKEM's time scale; zero where a formula runs past the last frame.
     """
     stacked = derive_modalities_stacked(j, gamma, layout)
-    return {name: stacked[k] for k, name in enumerate(MODALITY_NAMES)}
+    return {name: stacked[k] for k, name in enumerate(MODALITIES)}

@@ -5,7 +5,7 @@ are the ones in brackets below). ``real`` (the default) widens each range toward
 recordings show and adds dropped joints, so that raw joint coordinates cannot simply be matched
 between people and cameras: what the pre-training invariances are for. Each range, and why:
 
-Performers (one draw per person, ``synth_body.make_performer``)
+Performers (one draw per person, ``body.make_performer``)
 - ``height_scale`` 0.78-1.12 x a 1.75 m actor (1.37-1.96 m): NTU RGB+D's performers are 10 to 35
   years old, so statures run from children's to tall adults'. (0.88-1.10)
 - ``segment_sd`` 8 % per segment (upper arm, forearm, thigh, shoulders, ...): limb-to-stature
@@ -18,7 +18,7 @@ Performers (one draw per person, ``synth_body.make_performer``)
   store), because CMD's view is aligned on the first frame's spine, which a stoop tilts; it made
   the set harder without telling representations apart.
 
-Takes (``synth_motion.perform``, ``synth._take_length``)
+Takes (``motion.perform``, ``dataset._take_length``)
 - ``frames`` 60-150: recording lengths at 30 fps around which a take's length is drawn (NTU
   clips run about 1-10 s, most 2-5 s, idle time included). (40-110)
 - ``lead_divisor`` 2.8, ``tail_divisor`` 3.5: the idle time before the action starts (up to
@@ -29,7 +29,7 @@ Takes (``synth_motion.perform``, ``synth._take_length``)
 - ``timing_sd`` 0.08: when each movement phase starts and ends, as a fraction of the action. (0.05)
 - ``take_length_sd`` 0.25 (log): how long the same person takes for the same action. (0.15)
 
-Cameras (``synth_scene.make_rig``, ``synth_scene.camera_pose``)
+Cameras (``scene.make_rig``, ``scene.camera_pose``)
 - ``rig_height`` 0.3-2.6 m and ``aim_sd_deg`` 10: NTU's setups vary the camera height (from a
   low tripod to a high mount) and the operators aimed by eye, so the camera's pitch against the
   floor differs by tens of degrees between setups (15 genuine NTU recordings we checked show
@@ -44,7 +44,7 @@ Cameras (``synth_scene.make_rig``, ``synth_scene.camera_pose``)
   pitch and roll stay in the raw fixed joints; CMD's sequence view aligns the first frame's spine
   and shoulders, which removes them.
 
-Sensor (``synth_scene.sense``, ``synth_scene.drop_joints``)
+Sensor (``scene.sense``, ``scene.drop_joints``)
 - ``joint_sigma`` 8 mm, ``extremity_sigma`` 20 mm: Kinect v2 skeleton jitter, worst on hands and
   feet. (4 mm, 10 mm)
 - ``glitch_rate`` 1.5 per body: extremities that jump for a few frames. (0.6)

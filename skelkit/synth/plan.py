@@ -1,6 +1,6 @@
 """Which samples a synthetic dataset holds: actions, performers, setups, names and protocols.
 
-The protocol facts come from the dataset specs the build uses (skelkit/prep/datasets.py), so a
+The protocol facts are the ones the build cuts (skelkit/store/protocols.py), so a
 generated set always has both sides of every split the build will cut.
 """
 
@@ -11,11 +11,11 @@ from importlib import resources
 
 import numpy as np
 
-from skelkit.prep import datasets
+from skelkit.store import protocols
 
-NTU60_XSUB_TRAIN = tuple(sorted(datasets.NTU60_XSUB_TRAIN))
-NTU120_XSUB_TRAIN = tuple(sorted(datasets.NTU120_XSUB_TRAIN))
-NTU_XVIEW_TRAIN_CAMERAS = tuple(sorted(datasets.NTU_XVIEW_TRAIN_CAMERAS))
+NTU60_XSUB_TRAIN = tuple(sorted(protocols.NTU60_XSUB_TRAIN))
+NTU120_XSUB_TRAIN = tuple(sorted(protocols.NTU120_XSUB_TRAIN))
+NTU_XVIEW_TRAIN_CAMERAS = tuple(sorted(protocols.NTU_XVIEW_TRAIN_CAMERAS))
 PKU_VIEWS = {1: "L", 2: "M", 3: "R"}
 PKU_XVIEW_TRAIN = ("L", "R")
 

@@ -13,7 +13,7 @@ import numba
 import numpy as np
 
 from skelkit.prep.errors import RawFormatError
-from skelkit.prep.parse_ntu import (
+from skelkit.prep.kernels.parse_ntu import (
     EMPTY,
     OK,
     WRONG_FIELDS,

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from skelkit.prep.synth_nuisance import NUISANCE_LEVELS, Nuisance
 from skelkit.store.layout import Layout
+from skelkit.synth.nuisance import NUISANCE_LEVELS, Nuisance
 
 # Degrees of freedom of the kinematic actor: joint angles in radians, root terms in metres.
 DOF_NAMES: tuple[str, ...] = (

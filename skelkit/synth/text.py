@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from skelkit.prep.synth_scene import Body, project_color, project_depth
 from skelkit.store.layout import Layout
+from skelkit.synth.scene import Body, project_color, project_depth
 
 CRLF = "\r\n"
 _JOINT_LINE = " ".join(["%.7G"] * 11) + " %d" + CRLF

@@ -20,20 +20,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from skelkit.prep.synth_body import Performer, Skeleton, make_performer, rot_y, skeleton_for
-from skelkit.prep.synth_motion import (
+from skelkit.store.layout import NTU25, Layout
+from skelkit.synth.body import Performer, Skeleton, make_performer, rot_y, skeleton_for
+from skelkit.synth.motion import (
     ClassProgram,
     class_program,
     is_mutual,
     perform,
 )
-from skelkit.prep.synth_nuisance import DEFAULT_NUISANCE, Nuisance, nuisance_level
-from skelkit.prep.synth_plan import (
+from skelkit.synth.nuisance import DEFAULT_NUISANCE, Nuisance, nuisance_level
+from skelkit.synth.plan import (
     PKU_VIEWS,
     PKU_XVIEW_TRAIN,
+    DatasetSpec,
     dataset_spec,
     missing_names,
     ntu_name,
@@ -42,7 +45,7 @@ from skelkit.prep.synth_plan import (
     pick_performers,
     pku_video_name,
 )
-from skelkit.prep.synth_scene import (
+from skelkit.synth.scene import (
     Body,
     Placement,
     Rig,
@@ -54,8 +57,7 @@ from skelkit.prep.synth_scene import (
     spurious_body,
     world_actor,
 )
-from skelkit.prep.synth_text import ntu_text, pku_labels_text, pku_split_text, pku_text
-from skelkit.store.layout import NTU25, Layout
+from skelkit.synth.text import ntu_text, pku_labels_text, pku_split_text, pku_text
 
 DEFAULT_CLASSES = 20
 DEFAULT_PERFORMERS = 10
@@ -185,13 +187,8 @@ def iter_ntu_samples(
     spec = dataset_spec(dataset)
     if spec.name == "pku2":
         raise ValueError("iter_ntu_samples: use iter_pku_videos for pku2")
-    nz = nuisance_level(nuisance)
-    frames = nz.frames if frames is None else frames
-    _check_common(cameras, replications, frames)
-    skel = skeleton_for(layout)
-    cast = _Cast(skel, seed, nz)
-    actions = pick_actions(spec, _default(classes, DEFAULT_CLASSES))
-    people = pick_performers(spec, _default(performers, DEFAULT_PERFORMERS))
+    nz, frames, skel, cast, actions, people = _plan(spec, classes, performers, seed, cameras,
+                                                    replications, frames, layout, nuisance)
     skip = missing_names(spec)
     for pid in people:
         for action in actions:
@@ -265,13 +262,8 @@ def iter_pku_videos(
     """Every video of a synthetic PKU-MMD II set: each (subject, take) performs every chosen
     action once, in its own order, with idle gaps, seen from each view."""
     spec = dataset_spec("pku2")
-    nz = nuisance_level(nuisance)
-    frames = nz.frames if frames is None else frames
-    _check_common(cameras, replications, frames)
-    skel = skeleton_for(layout)
-    cast = _Cast(skel, seed, nz)
-    actions = pick_actions(spec, _default(classes, DEFAULT_CLASSES))
-    subjects = pick_performers(spec, _default(performers, DEFAULT_PERFORMERS))
+    nz, frames, skel, cast, actions, subjects = _plan(spec, classes, performers, seed, cameras,
+                                                      replications, frames, layout, nuisance)
     for subject in subjects:
         rig = cast.rig(subject)  # each subject recorded in its own session
         for take in range(1, replications + 1):
@@ -342,7 +334,23 @@ def _default(value: int | None, default: int) -> int:
     return default if value is None else value
 
 
-def _check_common(cameras: int, replications: int, frames: tuple[int, int]) -> None:
+class _Plan(NamedTuple):
+    """What both generators settle before the first take."""
+
+    nuisance: Nuisance
+    frames: tuple[int, int]
+    skel: Skeleton
+    cast: _Cast
+    actions: list[int]
+    people: list[int]
+
+
+def _plan(spec: DatasetSpec, classes: int | None, performers: int | None, seed: int, cameras: int,
+          replications: int, frames: tuple[int, int] | None, layout: Layout,
+          nuisance: str | Nuisance) -> _Plan:
+    """The checked options of one generated set, with its skeleton, cast, actions and people."""
+    nz = nuisance_level(nuisance)
+    frames = nz.frames if frames is None else frames
     if not 1 <= cameras <= 3:
         raise ValueError(f"cameras must be 1..3, got {cameras}")
     if replications < 1:
@@ -350,6 +358,10 @@ def _check_common(cameras: int, replications: int, frames: tuple[int, int]) -> N
     lo, hi = frames
     if not 2 <= lo <= hi:
         raise ValueError(f"frames must be (lo, hi) with 2 <= lo <= hi, got {frames}")
+    skel = skeleton_for(layout)
+    actions = pick_actions(spec, _default(classes, DEFAULT_CLASSES))
+    people = pick_performers(spec, _default(performers, DEFAULT_PERFORMERS))
+    return _Plan(nz, frames, skel, _Cast(skel, seed, nz), actions, people)
 
 
 def pku_slots(video: SynthVideo, num_joints: int) -> np.ndarray:

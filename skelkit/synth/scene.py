@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from skelkit.prep.synth_body import (
+from skelkit.synth.body import (
     EXTREMITIES,
     NO_ORIENTATION,
     Performer,
@@ -21,7 +21,7 @@ from skelkit.prep.synth_body import (
     rot_y,
     rot_z,
 )
-from skelkit.prep.synth_nuisance import NUISANCE_LEVELS, Nuisance
+from skelkit.synth.nuisance import NUISANCE_LEVELS, Nuisance
 
 NO_NUISANCE = NUISANCE_LEVELS["none"]
 

@@ -13,6 +13,7 @@ import numba
 import numpy as np
 
 from skelkit.store.layout import Layout
+from skelkit.store.schema import FIXED_FRAMES
 
 
 @numba.njit(cache=True, inline="always")
@@ -165,7 +166,7 @@ def cmd_normalize(x: np.ndarray, layout: Layout) -> np.ndarray:
 
 
 @numba.njit(cache=True)
-def _resize_linear(src: np.ndarray, length: int, frames: int) -> np.ndarray:
+def resize_linear(src: np.ndarray, length: int, frames: int) -> np.ndarray:
     """Resample the first ``length`` frames to ``frames`` like cv2.resize(INTER_LINEAR):
     half-pixel centres, source positions clamped to the ends, float32 weights."""
     bodies, joints = src.shape[0], src.shape[2]
@@ -188,6 +189,12 @@ def _resize_linear(src: np.ndarray, length: int, frames: int) -> np.ndarray:
                 for c in range(3):
                     out[m, t, v, c] = src[m, i0, v, c] * w0 + src[m, i1, v, c] * frac
     return out
+
+
+def resize_frames(x: np.ndarray, frames: int) -> np.ndarray:
+    """(M, T, V, 3) -> (M, frames, V, 3): the whole sequence through :func:`resize_linear`."""
+    src = np.ascontiguousarray(x, dtype=np.float32)
+    return resize_linear(src, src.shape[1], int(frames))
 
 
 @numba.njit(cache=True)
@@ -233,12 +240,12 @@ def _ikem_kernel(x: np.ndarray, origin: int, presence: int, left: int, right: in
     for t in range(total):
         if x[0, t, presence, 0] != 0 or x[0, t, presence, 1] != 0 or x[0, t, presence, 2] != 0:
             length += 1
-    out = _resize_linear(rel, length, frames)
+    out = resize_linear(rel, length, frames)
     _face_shoulders_along_x(out, left, right)
     return out
 
 
-def ikem_fixed(x: np.ndarray, layout: Layout, frames: int = 50) -> np.ndarray:
+def ikem_fixed(x: np.ndarray, layout: Layout, frames: int = FIXED_FRAMES) -> np.ndarray:
     """IKEM/CrosSCLR fixed-length input from raw selected bodies: (M,T,V,3) -> (M,frames,V,3).
 
     A recording whose body 0 never shows the presence joint gives zeros (the reference fails).

@@ -11,9 +11,11 @@ import re
 from pathlib import Path
 
 import numpy as np
+import scipy.io
 
-from skelkit.prep.datasets import DatasetError, Discovery, FileTask, SampleSpec, Skip
-from skelkit.prep.errors import RawFormatError
+from skelkit.prep.errors import DatasetError, RawFormatError
+from skelkit.prep.formats.generic import Normalisation, prepare_array_task
+from skelkit.prep.tasks import DatasetSpec, Discovery, FileTask, PreparedPair, SampleSpec, Skip
 from skelkit.store.layout import Layout
 
 UTD_NAME = re.compile(r"^a(\d+)_s(\d+)_t(\d+)_skeleton\.mat$")
@@ -70,8 +72,6 @@ def utd_splits(columns: dict[str, np.ndarray],
 
 def read_utd_skeleton(path: str | Path) -> np.ndarray:
     """``d_skel`` of one file as (T, 20, 3) float32; RawFormatError naming the file otherwise."""
-    import scipy.io
-
     try:
         content = scipy.io.loadmat(str(path), variable_names=[UTD_VARIABLE])
     except Exception as e:  # scipy raises several types for a damaged or foreign file
@@ -89,11 +89,9 @@ def read_utd_skeleton(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(skel.transpose(2, 0, 1), dtype=np.float32)
 
 
-def prepare_utd_task(task: FileTask, layout: Layout, frames: int, out: list,
-                     skipped: list) -> None:
+def prepare_utd_task(task: FileTask, layout: Layout, frames: int, out: list[PreparedPair],
+                     skipped: list[Skip]) -> None:
     """One ``.mat`` file -> one sample in ``out``, or one Skip with file and reason."""
-    from skelkit.prep.generic import Normalisation, prepare_array_task
-
     spec = task.samples[0]
     try:
         skel = read_utd_skeleton(task.file)
@@ -102,3 +100,10 @@ def prepare_utd_task(task: FileTask, layout: Layout, frames: int, out: list,
         skipped.append(Skip(spec.name, task.file, None, e.reason, kind))
         return
     prepare_array_task(task, skel, layout, frames, Normalisation("layout"), out, skipped)
+
+
+UTD_MHAD = DatasetSpec(
+    name="utd-mhad", layout="kinect20", protocols=("xsub",), missing_resource=None,
+    discover_fn=discover_utd, splits_fn=utd_splits, prepare=prepare_utd_task,
+    splits_from_columns=True,
+)

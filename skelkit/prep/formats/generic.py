@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from skelkit.prep.datasets import DatasetError, DatasetSpec, Discovery, FileTask, SampleSpec, Skip
+from skelkit.prep.errors import DatasetError, ManifestError
+from skelkit.prep.kernels.bodies import select_bodies
+from skelkit.prep.kernels.normalize import resize_frames
+from skelkit.prep.kernels.sample import PreparedSample, prepare_bodies, sample_problem, stored_sample
+from skelkit.prep.tasks import DatasetSpec, Discovery, FileTask, PreparedPair, SampleSpec, Skip, listed_splits
 from skelkit.store.layout import Layout, get_layout
+from skelkit.store.schema import FIXED_FRAMES, MAX_BODIES
 
 REQUIRED_COLUMNS = ("name", "file", "label")
 ID_COLUMNS = ("subject", "camera", "setup")
@@ -26,12 +31,7 @@ SPLIT_PREFIX = "split_"
 SPLIT_VALUES = {"train": 0, "test": 1}
 NORMALISATIONS = ("layout", "center", "none")
 DEFAULT_MANIFEST = "manifest.csv"
-MAX_BODIES = 2  # the store keeps two bodies (docs/design.md §4.2)
 _PROTOCOL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-
-
-class ManifestError(DatasetError):
-    """A manifest that is unusable as a whole (exit code 2, one line)."""
 
 
 @dataclass(frozen=True)
@@ -45,13 +45,6 @@ class Normalisation:
 
     mode: str
     center_joint: int = -1
-
-    @property
-    def kind(self) -> str:
-        """The build's task kind, which carries the normalisation to the workers."""
-        if self.mode == "center":
-            return f"generic:center:{self.center_joint}"
-        return f"generic:{self.mode}"
 
     def describe(self, layout: Layout, frames_hint: str = "F") -> dict[str, str]:
         """The store's ``normalisation`` attribute."""
@@ -275,25 +268,8 @@ def read_manifest(manifest: Path, raw: Path, layout: Layout) -> Discovery:
     return Discovery(tasks, skipped, files_found=rows, split_lists=train)
 
 
-def name_splits(columns: dict[str, np.ndarray],
-                split_lists: dict[str, list[str]]) -> dict[str, np.ndarray]:
-    """int8 per sample and protocol from the names on each protocol's train side."""
-    names = columns["name"]
-    return {
-        protocol: (~np.isin(names, np.asarray(train, dtype=object))).astype(np.int8)
-        for protocol, train in split_lists.items()
-    }
-
-
-@dataclass(frozen=True)
-class GenericDatasetSpec(DatasetSpec):
-    """A DatasetSpec that also names its normalisation (the store's attribute says it)."""
-
-    normalisation_attrs: dict[str, str] | None = None
-
-
 def generic_dataset(raw: Path, manifest: Path | None, layout: str | None,
-                    normalisation: str = "layout", frames: int = 50) -> GenericDatasetSpec:
+                    normalisation: str = "layout", frames: int = FIXED_FRAMES) -> DatasetSpec:
     """The spec of one generic build; DatasetError/ManifestError when it cannot start."""
     layout_name, resolved = resolve_layout(layout)
     norm = parse_normalisation(normalisation, resolved)
@@ -303,9 +279,10 @@ def generic_dataset(raw: Path, manifest: Path | None, layout: str | None,
     def discover(raw_dir: Path, missing: set[str]) -> Discovery:
         return read_manifest(manifest, raw_dir, resolved)
 
-    return GenericDatasetSpec(
-        name="generic", kind=norm.kind, layout=layout_name, protocols=header.protocols,
-        missing_resource=None, discover_fn=discover, splits_fn=name_splits,
+    return DatasetSpec(
+        name="generic", layout=layout_name, protocols=header.protocols, missing_resource=None,
+        discover_fn=discover, splits_fn=listed_splits("name"),
+        prepare=partial(prepare_generic_task, norm=norm),
         normalisation_attrs=norm.describe(resolved, str(frames)),
     )
 
@@ -316,21 +293,9 @@ def generic_dataset(raw: Path, manifest: Path | None, layout: str | None,
 
 def to_bodies(array: np.ndarray) -> tuple[np.ndarray, int]:
     """(T, V, 3) or (T, M, V, 3) -> the two most active bodies (2, T, V, 3) and how many exist."""
-    from skelkit.prep.bodies import select_bodies
-
     slots = array[:, None] if array.ndim == 3 else array
     slots = np.ascontiguousarray(np.asarray(slots, dtype=np.float32).transpose(1, 0, 2, 3))
     return select_bodies(slots, MAX_BODIES)
-
-
-def resize_frames(x: np.ndarray, frames: int) -> np.ndarray:
-    """(M, T, V, 3) -> (M, frames, V, 3), linear with half-frame centres, ends clamped."""
-    total = x.shape[1]
-    pos = np.clip((np.arange(frames) + 0.5) * (total / frames) - 0.5, 0, total - 1)
-    lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, total - 1)
-    w = (pos - lo).astype(np.float32)[None, :, None, None]
-    return (x[:, lo] * (1 - w) + x[:, hi] * w).astype(np.float32)
 
 
 def center_on_joint(bodies: np.ndarray, joint: int) -> np.ndarray:
@@ -340,37 +305,18 @@ def center_on_joint(bodies: np.ndarray, joint: int) -> np.ndarray:
 
 
 def prepare_generic(bodies: np.ndarray, layout: Layout, frames: int, norm: Normalisation,
-                    num_bodies: int):
+                    num_bodies: int) -> PreparedSample:
     """Selected bodies (2, T, V, 3) -> a PreparedSample under ``norm``."""
-    from skelkit.prep.modalities import MODALITY_NAMES, derive_modalities_stacked
-    from skelkit.prep.sample import PreparedSample, prepare_bodies
-
     if norm.mode == "layout":
         return prepare_bodies(bodies, layout, frames, num_bodies=num_bodies)
     seq = center_on_joint(bodies, norm.center_joint) if norm.mode == "center" else bodies
     seq = np.ascontiguousarray(seq, dtype=np.float32)
-    gamma = seq.shape[1] / frames
-    stacked = derive_modalities_stacked(resize_frames(seq, frames), gamma, layout)
-    store_order = np.ascontiguousarray(stacked.transpose(0, 4, 2, 3, 1))  # (6, 3, F, V, M)
-    return PreparedSample(
-        raw=np.ascontiguousarray(seq.transpose(1, 3, 2, 0)),
-        fixed={name: store_order[k] for k, name in enumerate(MODALITY_NAMES)},
-        num_frames=int(seq.shape[1]), num_bodies=int(num_bodies), gamma=float(gamma),
-    )
-
-
-def sample_problem(sample) -> tuple[str, str] | None:
-    """(kind, reason) when a prepared sample holds non-finite values, else None."""
-    if not np.isfinite(sample.raw).all():
-        return "non_finite", "non-finite value (NaN or inf) in the normalised joints"
-    for name, arr in sample.fixed.items():
-        if not np.isfinite(arr).all():
-            return "non_finite", f"non-finite value (NaN or inf) in modality {name}"
-    return None
+    return stored_sample(seq, resize_frames(seq, frames), seq.shape[1] / frames, layout,
+                         num_bodies)
 
 
 def prepare_array_task(task: FileTask, array: np.ndarray, layout: Layout, frames: int,
-                       norm: Normalisation, out: list, skipped: list) -> None:
+                       norm: Normalisation, out: list[PreparedPair], skipped: list[Skip]) -> None:
     """Check, select bodies, prepare; one sample appended to ``out`` or one Skip."""
     spec = task.samples[0]
     where = (spec.name, spec.label_file or task.file, spec.label_line or None)
@@ -400,30 +346,14 @@ def prepare_array_task(task: FileTask, array: np.ndarray, layout: Layout, frames
     out.append((spec, sample))
 
 
-def _parse_kind(kind: str, layout: Layout) -> Normalisation:
-    parts = kind.split(":")
-    if parts[1] == "center":
-        return Normalisation("center", int(parts[2]))
-    return Normalisation(parts[1])
-
-
-def task_preparer(kind: str) -> Callable[[FileTask, Layout, int, list, list], None]:
-    """The per-file preparer for the array-file kinds: ``generic:<normalisation>`` and ``utd``."""
-    if kind == "utd":
-        from skelkit.prep.utd import prepare_utd_task
-
-        return prepare_utd_task
-    if not kind.startswith("generic:"):
-        raise ValueError(f"unknown dataset kind {kind!r}")
-
-    def prepare(task: FileTask, layout: Layout, frames: int, out: list, skipped: list) -> None:
-        spec = task.samples[0]
-        try:
-            array = np.load(task.file, allow_pickle=False)
-        except (ValueError, OSError) as e:
-            skipped.append(Skip(spec.name, spec.label_file or task.file, spec.label_line or None,
-                                f"file {task.file}: cannot load ({e})", "bad_file"))
-            return
-        prepare_array_task(task, array, layout, frames, _parse_kind(kind, layout), out, skipped)
-
-    return prepare
+def prepare_generic_task(task: FileTask, layout: Layout, frames: int, out: list[PreparedPair],
+                         skipped: list[Skip], *, norm: Normalisation) -> None:
+    """One ``.npy`` file -> one sample under ``norm``, or one Skip naming the manifest line."""
+    spec = task.samples[0]
+    try:
+        array = np.load(task.file, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        skipped.append(Skip(spec.name, spec.label_file or task.file, spec.label_line or None,
+                            f"file {task.file}: cannot load ({e})", "bad_file"))
+        return
+    prepare_array_task(task, array, layout, frames, norm, out, skipped)

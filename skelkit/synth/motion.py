@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from skelkit.prep.synth_body import DOF, DOF_NAMES, NUM_DOF, Performer
-from skelkit.prep.synth_nuisance import NUISANCE_LEVELS, Nuisance
+from skelkit.synth.body import DOF, DOF_NAMES, NUM_DOF, Performer
+from skelkit.synth.nuisance import NUISANCE_LEVELS, Nuisance
 
 CLASS_SALT = 0x5E1C1A55  # separates class RNG streams from every sample stream
 

@@ -1,0 +1,109 @@
+"""Where batches run. Every runner computes the same one-task dask graph per batch; they differ
+only in the scheduler that executes it."""
+
+from __future__ import annotations
+
+import multiprocessing
+import socket
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any
+from urllib.parse import urlsplit
+
+import dask
+
+from skelkit.prep.errors import BuildError
+
+
+class _Ready:
+    """A batch computed lazily in the driver when its result is asked for (one worker)."""
+
+    def __init__(self, task: Any) -> None:
+        self._task = task
+
+    def result(self) -> Any:
+        return dask.compute(self._task, scheduler="synchronous")[0]
+
+
+class Runner:
+    slots: int = 1
+    description: str = "synchronous"
+
+    def submit(self, fn: Any, *args: Any) -> Any:
+        return _Ready(dask.delayed(fn, pure=False)(*args))
+
+    def close(self) -> None:
+        pass
+
+
+class LocalRunner(Runner):
+    """dask's local process scheduler on one persistent pool of ``workers`` processes.
+
+    Each batch is its own ``dask.compute`` call issued from a dispatch thread, so finished
+    batches come back one by one (a single compute over all batches would hold them all).
+    Spawned, not forked: the driver runs zarr's event-loop thread, which fork does not copy.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.slots = workers
+        self.description = f"dask local processes ({workers})"
+        self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        self._dispatch = ThreadPoolExecutor(2 * workers, thread_name_prefix="skelprep-dispatch")
+
+    def submit(self, fn: Any, *args: Any) -> Any:
+        task = dask.delayed(fn, pure=False)(*args)
+        return self._dispatch.submit(
+            lambda: dask.compute(task, scheduler="processes", pool=self._pool)[0]
+        )
+
+    def close(self) -> None:
+        self._dispatch.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class DistributedRunner(Runner):
+    """An existing dask.distributed cluster (``--scheduler tcp://host:8786``)."""
+
+    def __init__(self, address: str) -> None:
+        _check_reachable(address)
+        # Only --scheduler needs distributed, and its import alone takes ~0.6 s: it waits here.
+        from distributed import Client
+
+        try:
+            self._client = Client(address, timeout="30s", set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as e:
+            raise BuildError(f"cannot connect to the dask scheduler at {address}: {e}") from None
+        threads = sum(self._client.nthreads().values())
+        self.slots = max(1, threads)
+        self.description = f"dask.distributed {address} ({self.slots} threads)"
+
+    def submit(self, fn: Any, *args: Any) -> Any:
+        return self._client.compute(dask.delayed(fn, pure=False)(*args))
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not after the client's retry window, when nothing listens at a tcp address."""
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if parts.scheme not in ("tcp", "tls"):
+        return  # inproc, ucx, ...: leave it to distributed
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host, port = None, None
+    if not host or not port:
+        raise BuildError(f"--scheduler {address!r} is not an address like tcp://host:8786")
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as e:
+        raise BuildError(f"cannot connect to the dask scheduler at {address}: {e}") from None
+
+
+def make_runner(workers: int, scheduler: str | None) -> Runner:
+    if scheduler:
+        return DistributedRunner(scheduler)
+    if workers <= 1:
+        return Runner()
+    return LocalRunner(workers)

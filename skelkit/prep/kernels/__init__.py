@@ -1,0 +1,1 @@
+"""The per-sample maths of the build: numba parsers, body selection, normalisation, modalities."""
