@@ -20,6 +20,7 @@ import numpy as np
 import yaml
 
 from skelkit.eval.errors import EmbeddingSplit, EvalInputError
+from skelkit.store.rundir import RunDir
 
 RAW_METHOD = "raw-joints"
 READ_CHUNK = 256
@@ -76,7 +77,7 @@ def ensure_baseline_dir(record_dir: str | Path, attrs: dict[str, Any]) -> Path:
               "data": {"store": attrs["store"], "dataset": attrs["dataset"],
                        "protocol": attrs["protocol"]},
               "model": {"encoder": attrs.get("encoder", ""), "modality": attrs["modality"]}}
-    path = record_dir / "config.yaml"
+    path = RunDir(record_dir).config
     if path.is_file():
         try:
             existing = yaml.safe_load(path.read_text(encoding="utf-8"))

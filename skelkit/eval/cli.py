@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from skelkit.errors import InputError
 from skelkit.eval.errors import EvalInputError, load_embedding_split
 
 
@@ -24,7 +25,7 @@ class SkelevalGroup(click.Group):
 
         try:
             return super().invoke(ctx)
-        except (EvalInputError, EmbeddingFileError, StoreError) as err:
+        except (InputError, EmbeddingFileError, StoreError) as err:
             click.echo(f"skeleval: error: {' '.join(str(err).split())}", err=True)
             raise click.exceptions.Exit(2) from None
 
@@ -34,12 +35,12 @@ def main() -> None:
     """Evaluate frozen skeleton representations (docs/design.md §5.10)."""
 
 
-def _device(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
+def _device(name: str) -> Any:
+    """The torch device of ``--device`` (the run abstraction's one resolution)."""
+    # Imported here: torch is heavy, and `skeleval --help` must answer at once.
+    from skelkit.train.runs import resolve_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return resolve_device(name)
 
 
 def _record(target: Path | None, record: dict[str, Any], enabled: bool) -> None:
@@ -105,16 +106,7 @@ def _open(kwargs: dict[str, Any], device: str) -> Any:
     args = SourceArgs(**{key: kwargs.pop(key) for key in (
         "emb", "run", "store", "protocol", "raw", "modality", "checkpoint", "record_dir",
         "workers")})
-    return open_source(args, _torch_device(device))
-
-
-def _torch_device(name: str) -> Any:
-    import torch
-
-    resolved = _device(name)
-    if resolved.startswith("cuda") and not torch.cuda.is_available():
-        raise EvalInputError(f"--device {name}: CUDA is not available on this machine")
-    return torch.device(resolved)
+    return open_source(args, _device(device))
 
 
 _emb_option = click.option(
@@ -147,7 +139,7 @@ def knn(k: int, weighted: bool, temperature: float, as_json: bool, device: str, 
         progress: bool, **source_kwargs: Any) -> None:
     """Classify the test side by its nearest train features (cosine similarity)."""
     from skelkit.eval.features import feature_stats
-    from skelkit.eval.knn import knn_evaluate
+    from skelkit.knn import knn_evaluate
 
     source = _open(source_kwargs, device)
     split = source.features(progress=progress)
@@ -330,14 +322,9 @@ def finetune(run_dir: Path, store: Path, protocol: str, modality: str, checkpoin
         raise EvalInputError(str(err)) from None
     epochs, lr, label_fraction, repeats = (config.epochs, config.lr, config.label_fraction,
                                            config.repeats)
-    resolved = _device(device)
-    if resolved.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise EvalInputError(f"--device {device}: CUDA is not available on this machine")
     result = run_finetune(run_dir, store, protocol, modality=modality, checkpoint=checkpoint,
-                          scratch=scratch, config=config, device=resolved, progress=progress,
+                          scratch=scratch, config=config, device=_device(device),
+                          progress=progress,
                           require_transfer=chosen.transfer)
     summary = result.as_dict()
     if as_json:

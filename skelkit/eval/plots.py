@@ -16,8 +16,8 @@ from matplotlib.ticker import MaxNLocator
 
 from skelkit.eval.errors import EvalInputError
 from skelkit.eval.tsne import tsne
+from skelkit.store.rundir import RunDir
 
-METRICS_FILE = "metrics.csv"
 REQUIRED_METRIC_COLUMNS = ("epoch", "loss")
 MAX_PANELS = 9
 
@@ -95,9 +95,9 @@ def read_metrics(run_dir: str | Path) -> pd.DataFrame:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise EvalInputError(f"{run_dir}: no such run directory")
-    path = run_dir / METRICS_FILE
+    path = RunDir(run_dir).metrics
     if not path.is_file():
-        raise EvalInputError(f"{run_dir}: no {METRICS_FILE} (has this run logged anything?)")
+        raise EvalInputError(f"{run_dir}: no {path.name} (has this run logged anything?)")
     try:
         frame = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:

@@ -89,7 +89,3 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a skelkit checkpoint")
     return payload
-
-
-def checkpoint_name(epoch: int) -> str:
-    return f"epoch_{epoch:04d}.pt"

@@ -15,9 +15,11 @@ from typing import Any
 
 import click
 
+from skelkit.errors import InputError
 from skelkit.store.errors import EmbeddingFileError, StoreError
+from skelkit.store.rundir import RunDir
 from skelkit.train.checkpoint import CheckpointError
-from skelkit.train.config import ConfigError, load_yaml, packaged_configs, resolve_run_config
+from skelkit.train.config import ConfigError, packaged_configs, resolve_run_config
 
 EXIT_INPUT = 2
 EXIT_NONFINITE = 3
@@ -90,7 +92,8 @@ def run_command(method: str, store: str | None, protocol: str | None, config: st
     `skeltrain switches [METHOD]` lists them with the reference's file and line.
     """
     from skelkit.train.distributed import shutdown_distributed
-    from skelkit.train.engine import NonFiniteLossError, TrainInputError, method_class, train
+    from skelkit.train.engine import NonFiniteLossError, train
+    from skelkit.train.runs import TrainInputError, method_class
 
     cli_values: dict[str, Any] = {
         "data.store": store, "data.protocol": protocol, "engine.epochs": epochs,
@@ -104,20 +107,20 @@ def run_command(method: str, store: str | None, protocol: str | None, config: st
         if resume is not None:
             if run_dir is not None and Path(run_dir).resolve() != Path(resume).resolve():
                 raise TrainInputError("--run-dir and --resume name different directories")
-            if not (Path(resume) / "config.yaml").is_file():
-                raise TrainInputError(f"{resume}: not a run directory (no config.yaml)")
-            if not (Path(resume) / "checkpoints" / "last.pt").is_file():
-                raise TrainInputError(f"{resume}: no checkpoints/last.pt to resume from")
-            tree_method = load_yaml(Path(resume) / "config.yaml").get("method")
+            previous = RunDir(resume)
+            tree_method = previous.read_config().get("method")
+            if not previous.last_checkpoint.is_file():
+                raise TrainInputError(f"{resume}: no {previous.last_checkpoint.relative_to(resume)}"
+                                      " to resume from")
             if tree_method != method:
                 raise TrainInputError(f"{resume} is a {tree_method} run, not {method}")
-            config, run_dir = str(Path(resume) / "config.yaml"), Path(resume)
+            config, run_dir = str(previous.config), previous.path
         elif config is None:
             config = _default_config(method, store)
         cfg = resolve_run_config(method, cls, config, list(overrides), cli_values)
         if run_dir is None:
             run_dir = Path("runs") / f"{method}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if resume is None and (run_dir / "checkpoints" / "last.pt").exists():
+        if resume is None and RunDir(run_dir).last_checkpoint.exists():
             raise TrainInputError(f"{run_dir} already holds a run; use --resume {run_dir} "
                                   "or another --run-dir")
         try:
@@ -126,7 +129,7 @@ def run_command(method: str, store: str | None, protocol: str | None, config: st
             shutdown_distributed()
     except NonFiniteLossError as exc:
         _fail(str(exc), EXIT_NONFINITE)
-    except (TrainInputError, ConfigError, StoreError, CheckpointError) as exc:
+    except (InputError, ConfigError, StoreError, CheckpointError) as exc:
         _fail(str(exc))
     else:
         if int(os.environ.get("RANK", "0")) == 0:
@@ -167,13 +170,12 @@ def import_command(fmt: str, checkpoint: Path, run_dir: Path, config: str | None
     (exit 2), never executed. `skeltrain embed`, `skeleval` and `skeleval finetune` then use the
     run like any other.
     """
-    from skelkit.train.engine import TrainInputError
     from skelkit.train.importers import ImportInputError, import_checkpoint
 
     try:
         summary = import_checkpoint(fmt, checkpoint, run_dir, config=config,
                                     overrides=list(overrides), store=store, protocol=protocol)
-    except (ImportInputError, ConfigError, StoreError, CheckpointError, TrainInputError) as exc:
+    except (ImportInputError, ConfigError, StoreError, CheckpointError, InputError) as exc:
         _fail(str(exc))
     else:
         click.echo(f"run {summary['run_dir']}: {summary['method']} weights from {checkpoint} "
@@ -204,14 +206,13 @@ def embed_command(run_dir: Path, checkpoint: str | None, modality: str, combine:
                   protocol: str | None, no_progress: bool) -> None:
     """Write frozen train/test embeddings of a run (docs/design.md §4.4 HDF5)."""
     from skelkit.train.embed import export_embeddings
-    from skelkit.train.engine import TrainInputError
 
     try:
         summary = export_embeddings(run_dir, out, checkpoint=checkpoint, modality=modality,
                                     device=device, batch_size=batch_size, num_workers=workers,
                                     progress=not no_progress, combine=combine,
                                     store=store, protocol=protocol)
-    except (TrainInputError, ConfigError, StoreError, CheckpointError, EmbeddingFileError,
+    except (InputError, ConfigError, StoreError, CheckpointError, EmbeddingFileError,
             ValueError) as exc:
         _fail(str(exc))
     else:

@@ -375,12 +375,3 @@ def resolve_run_config(method: str, method_cls: Any, config: str | None,
             node = node.setdefault(part, {})
         node[leaf] = value
     return build_run_config(tree, method, method_cls)
-
-
-def run_config_from_text(text: str, method_cls_lookup: Any) -> RunConfig:
-    """Parse a resolved config (as stored in a run dir or checkpoint)."""
-    tree = yaml.safe_load(text)
-    if not isinstance(tree, dict) or "method" not in tree:
-        raise ConfigError("resolved config lacks a 'method' key")
-    method = tree["method"]
-    return build_run_config(tree, method, method_cls_lookup(method))

@@ -20,7 +20,8 @@ from skelkit.store.layout import KINECT20
 from skelkit.train.checkpoint import load_checkpoint, save_checkpoint
 from skelkit.train.config import resolve_run_config
 from skelkit.train.data import write_random_walk_store
-from skelkit.train.engine import method_class, train
+from skelkit.train.engine import train
+from skelkit.train.runs import method_class
 
 # A CPU-small CMD: 1-layer BiGRU of hidden 16, a tiny queue; one pre-training epoch.
 TINY = ["data.num_workers=0", "engine.batch_size=8", "engine.knn_every=0", "engine.threads=1",
@@ -330,11 +331,14 @@ def test_cmd_views_crop_in_training_and_score_the_centre(pretrained: Path,
     assert isinstance(crop, TemporalCropResize)
     assert (crop.min_ratio, crop.max_ratio, crop.min_frames, crop.window) == (0.5, 1.0, window,
                                                                                window)
-    centre = ft.view_augment(inputs, "test", config)
+    assert ft.view_augment(inputs, "test", config) is None
+    centre = ft.unaugmented_view(inputs, "test", config)
     x = np.random.default_rng(0).normal(size=(3, 100, 25, 2)).astype(np.float32)
     # CMD's l_ratio [0.95]: int(0.05 * 100 / 2) = 2 frames off each end, then resized.
-    np.testing.assert_array_equal(centre(x, None), resize_linear(x[:, 2:98], window))
+    np.testing.assert_allclose(centre(x), resize_linear(x[:, 2:98], window), atol=1e-6)
     assert ft.view_augment(inputs, "test", finetune_recipe("i2md").config) is None
+    own = inputs.run.evaluation_view()  # the train side keeps the run's own embedding view
+    assert type(ft.unaugmented_view(inputs, "train", config)) is type(own)
     # Crops of a long sequence differ between draws (the store's 20-40-frame walks are shorter
     # than CMD's 64-frame floor, so they are used whole); the train side draws per epoch.
     long = np.random.default_rng(1).normal(size=(3, 200, 25, 2)).astype(np.float32)

@@ -23,10 +23,11 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import Tensor, nn
 
 from skelkit.store.layout import Layout
+from skelkit.store.reader import StoreError, open_store
+from skelkit.store.rundir import RunDir, RunDirError
 from skelkit.train.checkpoint import CheckpointError, load_checkpoint
 from skelkit.train.config import ConfigError
 from skelkit.train.encoders import ENCODERS, build_encoder
@@ -137,15 +138,15 @@ def load_teacher(run_dir: str | Path, layout: Layout, num_bodies: int,
                  feature_dim: int = 128) -> IKEM:
     """The frozen IKEM of ``run_dir`` (eval mode, no gradients), checked against the student's
     expectations and the store's layout; raises :class:`TeacherError` with the reason."""
-    run_dir = Path(run_dir)
-    config_path = run_dir / "config.yaml"
-    if not config_path.is_file():
+    rundir = RunDir(run_dir)
+    run_dir, config_path = rundir.path, rundir.config
+    if not rundir.is_run():
         raise TeacherError(f"teacher {run_dir}: not a run directory (no config.yaml)")
     try:
-        tree = yaml.safe_load(config_path.read_text())
-    except yaml.YAMLError as exc:
-        raise TeacherError(f"teacher {config_path}: invalid YAML ({exc})") from None
-    method = tree.get("method") if isinstance(tree, dict) else None
+        tree = rundir.read_config()
+    except RunDirError as exc:
+        raise TeacherError(f"teacher {exc}") from None
+    method = tree.get("method")
     if method != IKEM.name:
         raise TeacherError(f"teacher {run_dir}: a {method!r} run; the student needs an "
                            f"{IKEM.name!r} run with the modalities {', '.join(modalities)}")
@@ -161,7 +162,7 @@ def load_teacher(run_dir: str | Path, layout: Layout, num_bodies: int,
                            f"student config says teacher_feature_dim {feature_dim}")
     _check_teacher_layout(run_dir, tree, layout)
     try:
-        ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+        ckpt = load_checkpoint(rundir.last_checkpoint)
     except CheckpointError as exc:
         raise TeacherError(f"teacher: {exc}") from None
     if ckpt.get("method") != IKEM.name:
@@ -187,8 +188,6 @@ def _check_teacher_layout(run_dir: Path, tree: dict[str, Any], layout: Layout) -
     store_path = (tree.get("data") or {}).get("store")
     if not store_path or not Path(store_path).exists():
         return  # the state-dict check below still compares the layout-derived graph
-    from skelkit.store.reader import StoreError, open_store
-
     try:
         teacher_layout = open_store(store_path).layout
     except StoreError:
