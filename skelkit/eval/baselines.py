@@ -20,6 +20,7 @@ import numpy as np
 import yaml
 
 from skelkit.eval.errors import EmbeddingSplit, EvalInputError
+from skelkit.store.reader import StoreError, open_store
 from skelkit.store.rundir import RunDir
 
 RAW_METHOD = "raw-joints"
@@ -29,8 +30,6 @@ READ_CHUNK = 256
 def raw_joint_split(store_path: str | Path, protocol: str, modality: str = "joint"
                     ) -> EmbeddingSplit:
     """Both sides of ``protocol`` as flattened fixed-length ``modality`` arrays (float32)."""
-    from skelkit.store.reader import StoreError, open_store
-
     store_path = Path(store_path)
     if not store_path.exists():
         raise EvalInputError(f"{store_path}: no such store")

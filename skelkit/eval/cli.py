@@ -1,7 +1,9 @@
 """``skeleval``: KNN, linear probe, t-SNE and curve figures, and the results table (issue 4).
 
-Every bad input ends as one line on stderr and exit code 2; results go to stdout (``--json`` for
-machines), notes about recording go to stderr.
+Every bad input ends as one line on stderr and exit code 2 (:class:`skelkit.errors.SkelkitGroup`);
+results go to stdout (``--json`` for machines), notes about recording go to stderr. Commands
+import their modules inside the function: torch and the stores are heavy, and ``skeleval --help``
+must answer at once.
 """
 
 from __future__ import annotations
@@ -13,24 +15,10 @@ from typing import Any
 
 import click
 
-from skelkit.errors import InputError
-from skelkit.eval.errors import EvalInputError, load_embedding_split
+from skelkit.errors import CONTEXT_SETTINGS, InputError, SkelkitGroup
 
 
-class SkelevalGroup(click.Group):
-    """Turns the errors that mean "bad input" into one stderr line and exit code 2."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        from skelkit.store.errors import EmbeddingFileError, StoreError
-
-        try:
-            return super().invoke(ctx)
-        except (InputError, EmbeddingFileError, StoreError) as err:
-            click.echo(f"skeleval: error: {' '.join(str(err).split())}", err=True)
-            raise click.exceptions.Exit(2) from None
-
-
-@click.group(cls=SkelevalGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=SkelkitGroup, name="skeleval", context_settings=CONTEXT_SETTINGS)
 def main() -> None:
     """Evaluate frozen skeleton representations (docs/design.md §5.10)."""
 
@@ -206,11 +194,11 @@ def linear(recipe_name: str, epochs: int | None, lr: float | None, milestones: s
             standardize=standardize, seed=seed,
             milestones=parse_milestones(milestones) if milestones is not None else None)
     except ValueError as err:
-        raise EvalInputError(str(err)) from None
+        raise InputError(str(err)) from None
     deviations.pop("seed", None)  # a seed is a repeat, not a change of protocol
     config = recipe.probe
     if recipe.needs_run and source.kind != "run":
-        raise EvalInputError(f"recipe {recipe.name} trains on random temporal crops redrawn "
+        raise InputError(f"recipe {recipe.name} trains on random temporal crops redrawn "
                              "every epoch: it needs --run RUN (with --store/--protocol), not "
                              "frozen features")
     if source.kind == "run":
@@ -319,7 +307,7 @@ def finetune(run_dir: Path, store: Path, protocol: str, modality: str, checkpoin
             overrides.update(augment=True, train_crop=None)
         config = dataclasses.replace(chosen.config, seed=seed, num_workers=workers, **overrides)
     except ValueError as err:
-        raise EvalInputError(str(err)) from None
+        raise InputError(str(err)) from None
     epochs, lr, label_fraction, repeats = (config.epochs, config.lr, config.label_fraction,
                                            config.repeats)
     result = run_finetune(run_dir, store, protocol, modality=modality, checkpoint=checkpoint,
@@ -371,10 +359,11 @@ def finetune(run_dir: Path, store: Path, protocol: str, modality: str, checkpoin
 def tsne(emb: Path, out: Path, group: str, max_points: int, perplexity: float,
          iterations: int, seed: int) -> None:
     """Write a t-SNE map of one embedding group, coloured by label."""
+    from skelkit.eval.errors import load_embedding_split
     from skelkit.eval.plots import plot_tsne
 
     if group not in ("train", "test"):
-        raise EvalInputError(f"--group must be train or test, got {group!r}")
+        raise InputError(f"--group must be train or test, got {group!r}")
     split = load_embedding_split(emb)
     if group == "train":
         embedding, label = split.train_embedding, split.train_label
@@ -418,7 +407,7 @@ def report(run_dirs: tuple[Path, ...], layout: str, published: bool, as_csv: boo
     from skelkit.eval.report import build_rows, csv_table, load_run, markdown_table
 
     if published and layout != "paper":
-        raise EvalInputError("--published needs --layout paper")
+        raise InputError("--published needs --layout paper")
     runs = [load_run(run_dir) for run_dir in run_dirs]
     if layout == "paper":
         from skelkit.eval.paper_table import build_paper_table, csv_paper, markdown_paper

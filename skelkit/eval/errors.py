@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from skelkit.errors import InputError, one_line
+from skelkit.store.embeddings import EmbeddingFileError, read_embeddings
 
 
 class EvalInputError(InputError):
@@ -40,9 +41,6 @@ REQUIRED_GROUPS = ("train", "test")
 
 def load_embedding_split(path: str | Path) -> EmbeddingSplit:
     """Read an embedding file (docs/design.md §4.4) and check what every protocol relies on."""
-    # Imported here so that `skeleval --help` works even while the store room is being edited.
-    from skelkit.store.embeddings import EmbeddingFileError, read_embeddings
-
     path = Path(path)
     if not path.exists():
         raise EvalInputError(f"{path}: no such file")

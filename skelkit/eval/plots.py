@@ -11,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from skelkit.errors import one_line
 from skelkit.eval.errors import EvalInputError
 from skelkit.eval.tsne import tsne
 from skelkit.store.rundir import RunDir
@@ -77,8 +79,6 @@ def plot_tsne(
 
 
 def _class_colours(n: int) -> list[tuple[float, ...]]:
-    from matplotlib import colormaps
-
     if n <= 10:
         return [colormaps["tab10"](i) for i in range(n)]
     if n <= 20:
@@ -101,7 +101,7 @@ def read_metrics(run_dir: str | Path) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        reason = " ".join(str(err).split())
+        reason = one_line(err)
         raise EvalInputError(f"{path}: unreadable CSV ({reason})") from None
     missing = [c for c in REQUIRED_METRIC_COLUMNS if c not in frame.columns]
     if missing:

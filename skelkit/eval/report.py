@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from skelkit.eval.baselines import RAW_METHOD
+from skelkit.store.reader import open_store
 from skelkit.store.rundir import RunDir, enclosing_run
 
 # Config keys that say where or how reproducibly a run executed, not what it is; runs that differ
@@ -143,8 +144,6 @@ class RunResults:
 def dataset_of_store(store: str) -> str:
     """The dataset name a store declares, or its file stem when it cannot be opened here."""
     try:
-        from skelkit.store.reader import open_store
-
         return open_store(store, require_complete=False).dataset
     except Exception:
         # The store may live on another machine; the stem (ntu60.zarr -> ntu60) is what users name.

@@ -9,11 +9,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from skelkit.errors import InputError
+
 CHECKPOINT_FORMAT = "skelkit-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
-class CheckpointError(Exception):
+class CheckpointError(InputError):
     """A checkpoint is missing or unreadable; the message is one line."""
 
 

@@ -18,7 +18,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from skelkit.store.layout import NTU25
 from skelkit.store.reader import Store, open_store
+from skelkit.store.writer import SampleBatch, StoreWriter
 from skelkit.train.augment import build_augmentations, resize_linear
 
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
@@ -244,9 +246,6 @@ def write_random_walk_store(path: str | Path, *, classes: int = 4, per_class: in
     ``xsub`` splits even/odd subjects; the fixed modalities are the joints resized to 50 frames
     (every listed modality gets the joints: enough for loaders, not a substitute for skelprep).
     """
-    from skelkit.store.layout import NTU25
-    from skelkit.store.writer import SampleBatch, StoreWriter
-
     layout = layout or NTU25
     v, m, fixed_frames = layout.num_joints, 2, 50
     rng = np.random.default_rng(seed)

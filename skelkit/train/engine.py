@@ -7,6 +7,7 @@ RNG states and continues, giving the same loss curve as an uninterrupted run on 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import inspect
 import logging
 import math
@@ -205,7 +206,9 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
     if cfg.engine.threads:
         torch.set_num_threads(cfg.engine.threads)
     store = _open_store(cfg)
-    cfg.data.store = str(Path(cfg.data.store).resolve())
+    # The run's config names its store absolutely (a copy: the caller's config is left as given).
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(
+        cfg.data, store=str(Path(str(cfg.data.store)).resolve())))
 
     torch.manual_seed(cfg.engine.seed)  # identical initial weights on every rank
     method = build_method(cfg, store).to(device)

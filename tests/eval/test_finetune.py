@@ -241,7 +241,7 @@ def test_bad_input_is_one_line_and_exit_2(case: str, pretrained: Path, stores: d
     assert expected in outcome.stderr, outcome.stderr
     if case != "fraction":  # click's own usage errors take a few lines
         assert outcome.stderr.count("\n") == 1, outcome.stderr
-        assert outcome.stderr.startswith("skeleval: error: ")
+        assert outcome.stderr.startswith("skeleval finetune: error: ")
     assert "Traceback" not in outcome.output
     assert not (pretrained / "eval.jsonl").exists()
 

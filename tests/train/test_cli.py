@@ -141,7 +141,7 @@ def test_bad_input_is_one_line_and_exit_2(store: Path, tmp_path: Path, args: lis
     args = [a.replace("{store}", str(store)).replace("{tmp}", str(tmp_path)) for a in args]
     code, out = invoke(*args)
     assert code == 2
-    assert out.startswith("skeltrain: error: ") and message in out
+    assert out.startswith(f"skeltrain {args[0]}: error: ") and message in out
     assert out.count("\n") == 1
 
 

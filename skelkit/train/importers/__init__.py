@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from skelkit.errors import InputError
 from skelkit.store.layout import NTU25
 from skelkit.store.reader import open_store
 from skelkit.store.rundir import RunDir
@@ -47,7 +48,7 @@ _MODULES = ("skelkit.train.importers.cmd", "skelkit.train.importers.ikem")
 LOG = logging.getLogger("skelkit.train")
 
 
-class ImportInputError(Exception):
+class ImportInputError(InputError):
     """A checkpoint that cannot be imported (refused, unreadable, wrong names or shapes); one
     line, the CLI exits 2."""
 

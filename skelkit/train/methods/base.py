@@ -22,6 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from skelkit.store.layout import Layout
+from skelkit.train.augment import resize_linear
+from skelkit.train.config import coerce
 from skelkit.train.encoders import ENCODERS, build_encoder
 from skelkit.train.fidelity import FIDELITIES, SwitchTable
 from skelkit.train.moco import MoCoBranch
@@ -48,7 +50,10 @@ class MethodConfig:
         if unknown:
             raise ValueError(f"unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
         hints = typing.get_type_hints(cls)
-        values = {k: _coerce(k, v, hints[k]) for k, v in d.items()}
+        try:
+            values = {k: coerce(k, v, hints[k]) for k, v in d.items()}
+        except ValueError as err:  # a plain ValueError: the caller names the section (model:)
+            raise ValueError(str(err)) from None
         defaults = cls()
         same_encoder = getattr(defaults, "encoder", None) == values.get("encoder", None) or (
             "encoder" not in values)
@@ -107,37 +112,6 @@ class MoCoConfig(MethodConfig):
             raise ValueError(f"momentum: must lie in [0, 1], got {self.momentum}")
         if self.temperature <= 0:
             raise ValueError(f"temperature: must be positive, got {self.temperature}")
-
-
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    origin = typing.get_origin(hint)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{key}: expected true/false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{key}: expected a string, got {value!r}")
-        return value
-    if origin is tuple:
-        if isinstance(value, str) or not isinstance(value, list | tuple):
-            raise ValueError(f"{key}: expected a list, got {value!r}")
-        return tuple(_coerce(key, v, typing.get_args(hint)[0]) for v in value)
-    if origin is dict or hint is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if origin in (typing.Union, types.UnionType):
-        return value
-    return value
 
 
 @dataclasses.dataclass
@@ -259,8 +233,6 @@ class Method(nn.Module, Generic[C]):
         valid sequence resized to ``window`` frames for sequence methods, the stored frames for
         fixed-length ones. A method whose reference evaluates another view overrides this."""
         if cls.input_kind == "sequence":
-            from skelkit.train.augment import resize_linear
-
             return functools.partial(resize_linear, length=window)
         return stored_frames
 
