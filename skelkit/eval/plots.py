@@ -14,10 +14,10 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from sklearn.manifold import TSNE
 
 from skelkit.errors import one_line
 from skelkit.eval.errors import EvalInputError
-from skelkit.eval.tsne import tsne
 from skelkit.store.rundir import RunDir
 
 REQUIRED_METRIC_COLUMNS = ("epoch", "loss")
@@ -41,6 +41,27 @@ def subsample(n: int, max_points: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
 
 
+@dataclass(frozen=True)
+class TsneMap:
+    embedding: np.ndarray
+    """(N, 2) map coordinates."""
+    kl_divergence: float
+
+
+def tsne_map(x: np.ndarray, *, perplexity: float = 30.0, n_iter: int = 1000,
+             seed: int = 0) -> TsneMap:
+    """scikit-learn's Barnes-Hut t-SNE (van der Maaten 2014) of the L2-normalised rows: the cosine
+    geometry every other protocol here uses. The perplexity is capped at (N - 1) / 3, which
+    scikit-learn requires to be below N."""
+    if len(x) < 5:
+        raise EvalInputError(f"t-SNE needs at least 5 points, got {len(x)}")
+    rows = np.asarray(x, np.float64)
+    unit = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+    fitted = TSNE(n_components=2, perplexity=min(perplexity, (len(x) - 1) / 3.0), init="pca",
+                  learning_rate="auto", max_iter=n_iter, random_state=seed).fit(unit)
+    return TsneMap(fitted.embedding_, float(fitted.kl_divergence_))
+
+
 def plot_tsne(
     embedding: np.ndarray,
     label: np.ndarray,
@@ -56,7 +77,7 @@ def plot_tsne(
     if len(embedding) < 5:
         raise EvalInputError(f"t-SNE needs at least 5 points, got {len(embedding)}")
     keep = subsample(len(embedding), max_points, seed)
-    result = tsne(embedding[keep], perplexity=perplexity, n_iter=n_iter, seed=seed)
+    result = tsne_map(embedding[keep], perplexity=perplexity, n_iter=n_iter, seed=seed)
     labels = np.asarray(label)[keep]
     classes = np.unique(labels)
 
