@@ -109,13 +109,8 @@ class Run:
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        """The streams the run trained (the model config's, else the method's default)."""
-        model = self.config.model
-        if hasattr(model, "modalities"):
-            return tuple(model.modalities)
-        if hasattr(model, "modality"):
-            return (model.modality,)
-        return tuple(getattr(self.method_cls, "modalities", ("joint",)))
+        """The streams the run trained."""
+        return self.config.model.trained_modalities()
 
     def checkpoint(self, name: str | Path | None = None) -> CheckpointState:
         """``checkpoints/last.pt`` (or ``name``), loaded with ``weights_only``."""

@@ -88,6 +88,10 @@ class MethodConfig:
     def validate(self) -> None:
         """Value checks beyond types; raise ValueError naming the key."""
 
+    def trained_modalities(self) -> tuple[str, ...]:
+        """The modalities the method trains (its ``modalities`` setting)."""
+        return tuple(getattr(self, "modalities", ("joint",)))
+
 
 @dataclasses.dataclass
 class MoCoConfig(MethodConfig):
@@ -249,18 +253,11 @@ class MoCoMethod(Method[MC]):
     def __init__(self, cfg: MC, layout: Layout, num_bodies: int = 2,
                  encoder_args: dict[str, Any] | None = None) -> None:
         super().__init__(cfg, layout, num_bodies)
-        self.modalities = self.trained_modalities(cfg)
+        self.modalities = cfg.trained_modalities()
         args = cfg.encoder_args if encoder_args is None else encoder_args
         self.branches = nn.ModuleDict({m: self._make_branch(
             cfg.encoder, args, cfg.feature_dim, cfg.queue_size, cfg.momentum, cfg.mlp)
             for m in self.modalities})
-
-    @classmethod
-    def trained_modalities(cls, cfg: MC) -> tuple[str, ...]:
-        """The config's ``modalities`` (or its single ``modality``)."""
-        if hasattr(cfg, "modalities"):
-            return tuple(cfg.modalities)
-        return (cfg.modality,) if hasattr(cfg, "modality") else ("joint",)
 
     def branch(self, modality: str) -> MoCoBranch:
         self._check_modality(modality)

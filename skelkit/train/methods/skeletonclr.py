@@ -22,6 +22,9 @@ class SkeletonCLRConfig(MoCoConfig):
         if self.modality not in MODALITY_NAMES:
             raise ValueError(f"modality: {self.modality!r} is not one of {MODALITY_NAMES}")
 
+    def trained_modalities(self) -> tuple[str, ...]:
+        return (self.modality,)
+
 
 class SkeletonCLR(MoCoMethod[SkeletonCLRConfig]):
     name: ClassVar[str] = "skeletonclr"
