@@ -20,6 +20,8 @@ import numpy as np
 import yaml
 
 from skelkit.eval.errors import EmbeddingSplit, EvalInputError
+from skelkit.store.reader import StoreError, open_store
+from skelkit.store.rundir import RunDir
 
 RAW_METHOD = "raw-joints"
 READ_CHUNK = 256
@@ -28,8 +30,6 @@ READ_CHUNK = 256
 def raw_joint_split(store_path: str | Path, protocol: str, modality: str = "joint"
                     ) -> EmbeddingSplit:
     """Both sides of ``protocol`` as flattened fixed-length ``modality`` arrays (float32)."""
-    from skelkit.store.reader import StoreError, open_store
-
     store_path = Path(store_path)
     if not store_path.exists():
         raise EvalInputError(f"{store_path}: no such store")
@@ -76,7 +76,7 @@ def ensure_baseline_dir(record_dir: str | Path, attrs: dict[str, Any]) -> Path:
               "data": {"store": attrs["store"], "dataset": attrs["dataset"],
                        "protocol": attrs["protocol"]},
               "model": {"encoder": attrs.get("encoder", ""), "modality": attrs["modality"]}}
-    path = record_dir / "config.yaml"
+    path = RunDir(record_dir).config
     if path.is_file():
         try:
             existing = yaml.safe_load(path.read_text(encoding="utf-8"))

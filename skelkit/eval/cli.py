@@ -1,7 +1,9 @@
 """``skeleval``: KNN, linear probe, t-SNE and curve figures, and the results table (issue 4).
 
-Every bad input ends as one line on stderr and exit code 2; results go to stdout (``--json`` for
-machines), notes about recording go to stderr.
+Every bad input ends as one line on stderr and exit code 2 (:class:`skelkit.errors.SkelkitGroup`);
+results go to stdout (``--json`` for machines), notes about recording go to stderr. Commands
+import their modules inside the function: torch and the stores are heavy, and ``skeleval --help``
+must answer at once.
 """
 
 from __future__ import annotations
@@ -13,33 +15,20 @@ from typing import Any
 
 import click
 
-from skelkit.eval.errors import EvalInputError, load_embedding_split
+from skelkit.errors import CONTEXT_SETTINGS, InputError, SkelkitGroup
 
 
-class SkelevalGroup(click.Group):
-    """Turns the errors that mean "bad input" into one stderr line and exit code 2."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        from skelkit.store.errors import EmbeddingFileError, StoreError
-
-        try:
-            return super().invoke(ctx)
-        except (EvalInputError, EmbeddingFileError, StoreError) as err:
-            click.echo(f"skeleval: error: {' '.join(str(err).split())}", err=True)
-            raise click.exceptions.Exit(2) from None
-
-
-@click.group(cls=SkelevalGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=SkelkitGroup, name="skeleval", context_settings=CONTEXT_SETTINGS)
 def main() -> None:
     """Evaluate frozen skeleton representations (docs/design.md §5.10)."""
 
 
-def _device(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
+def _device(name: str) -> Any:
+    """The torch device of ``--device`` (the run abstraction's one resolution)."""
+    # Imported here: torch is heavy, and `skeleval --help` must answer at once.
+    from skelkit.train.runs import resolve_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return resolve_device(name)
 
 
 def _record(target: Path | None, record: dict[str, Any], enabled: bool) -> None:
@@ -105,16 +94,7 @@ def _open(kwargs: dict[str, Any], device: str) -> Any:
     args = SourceArgs(**{key: kwargs.pop(key) for key in (
         "emb", "run", "store", "protocol", "raw", "modality", "checkpoint", "record_dir",
         "workers")})
-    return open_source(args, _torch_device(device))
-
-
-def _torch_device(name: str) -> Any:
-    import torch
-
-    resolved = _device(name)
-    if resolved.startswith("cuda") and not torch.cuda.is_available():
-        raise EvalInputError(f"--device {name}: CUDA is not available on this machine")
-    return torch.device(resolved)
+    return open_source(args, _device(device))
 
 
 _emb_option = click.option(
@@ -147,7 +127,7 @@ def knn(k: int, weighted: bool, temperature: float, as_json: bool, device: str, 
         progress: bool, **source_kwargs: Any) -> None:
     """Classify the test side by its nearest train features (cosine similarity)."""
     from skelkit.eval.features import feature_stats
-    from skelkit.eval.knn import knn_evaluate
+    from skelkit.knn import knn_evaluate
 
     source = _open(source_kwargs, device)
     split = source.features(progress=progress)
@@ -214,11 +194,11 @@ def linear(recipe_name: str, epochs: int | None, lr: float | None, milestones: s
             standardize=standardize, seed=seed,
             milestones=parse_milestones(milestones) if milestones is not None else None)
     except ValueError as err:
-        raise EvalInputError(str(err)) from None
+        raise InputError(str(err)) from None
     deviations.pop("seed", None)  # a seed is a repeat, not a change of protocol
     config = recipe.probe
     if recipe.needs_run and source.kind != "run":
-        raise EvalInputError(f"recipe {recipe.name} trains on random temporal crops redrawn "
+        raise InputError(f"recipe {recipe.name} trains on random temporal crops redrawn "
                              "every epoch: it needs --run RUN (with --store/--protocol), not "
                              "frozen features")
     if source.kind == "run":
@@ -327,17 +307,12 @@ def finetune(run_dir: Path, store: Path, protocol: str, modality: str, checkpoin
             overrides.update(augment=True, train_crop=None)
         config = dataclasses.replace(chosen.config, seed=seed, num_workers=workers, **overrides)
     except ValueError as err:
-        raise EvalInputError(str(err)) from None
+        raise InputError(str(err)) from None
     epochs, lr, label_fraction, repeats = (config.epochs, config.lr, config.label_fraction,
                                            config.repeats)
-    resolved = _device(device)
-    if resolved.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise EvalInputError(f"--device {device}: CUDA is not available on this machine")
     result = run_finetune(run_dir, store, protocol, modality=modality, checkpoint=checkpoint,
-                          scratch=scratch, config=config, device=resolved, progress=progress,
+                          scratch=scratch, config=config, device=_device(device),
+                          progress=progress,
                           require_transfer=chosen.transfer)
     summary = result.as_dict()
     if as_json:
@@ -384,10 +359,11 @@ def finetune(run_dir: Path, store: Path, protocol: str, modality: str, checkpoin
 def tsne(emb: Path, out: Path, group: str, max_points: int, perplexity: float,
          iterations: int, seed: int) -> None:
     """Write a t-SNE map of one embedding group, coloured by label."""
+    from skelkit.eval.errors import load_embedding_split
     from skelkit.eval.plots import plot_tsne
 
     if group not in ("train", "test"):
-        raise EvalInputError(f"--group must be train or test, got {group!r}")
+        raise InputError(f"--group must be train or test, got {group!r}")
     split = load_embedding_split(emb)
     if group == "train":
         embedding, label = split.train_embedding, split.train_label
@@ -431,7 +407,7 @@ def report(run_dirs: tuple[Path, ...], layout: str, published: bool, as_csv: boo
     from skelkit.eval.report import build_rows, csv_table, load_run, markdown_table
 
     if published and layout != "paper":
-        raise EvalInputError("--published needs --layout paper")
+        raise InputError("--published needs --layout paper")
     runs = [load_run(run_dir) for run_dir in run_dirs]
     if layout == "paper":
         from skelkit.eval.paper_table import build_paper_table, csv_paper, markdown_paper

@@ -11,8 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from skelkit.errors import InputError, one_line
+from skelkit.store.embeddings import EmbeddingFileError, read_embeddings
 
-class EvalInputError(Exception):
+
+class EvalInputError(InputError):
     """Bad input to an evaluation command; the message is one line naming the file and the reason."""
 
 
@@ -38,9 +41,6 @@ REQUIRED_GROUPS = ("train", "test")
 
 def load_embedding_split(path: str | Path) -> EmbeddingSplit:
     """Read an embedding file (docs/design.md §4.4) and check what every protocol relies on."""
-    # Imported here so that `skeleval --help` works even while the store room is being edited.
-    from skelkit.store.embeddings import EmbeddingFileError, read_embeddings
-
     path = Path(path)
     if not path.exists():
         raise EvalInputError(f"{path}: no such file")
@@ -50,11 +50,11 @@ def load_embedding_split(path: str | Path) -> EmbeddingSplit:
         content, attrs = read_embeddings(path, REQUIRED_GROUPS)
     except EmbeddingFileError as err:
         message = str(err) if str(path) in str(err) else f"{path}: {err}"
-        raise EvalInputError(_one_line(message)) from None
+        raise EvalInputError(one_line(message)) from None
     except (OSError, KeyError, TypeError, ValueError) as err:
         # h5py reports structural surprises (a group where a dataset belongs, an unreadable
         # dtype) with these; they are still bad input, not bugs of ours.
-        raise EvalInputError(_one_line(f"{path}: unreadable embedding file ({err})")) from None
+        raise EvalInputError(one_line(f"{path}: unreadable embedding file ({err})")) from None
     for group in REQUIRED_GROUPS:
         if group not in content:
             found = ", ".join(sorted(content)) or "none"
@@ -116,7 +116,3 @@ def _check_group(path: Path, group: str, data: Any) -> tuple[np.ndarray, np.ndar
 def _name_at(names: np.ndarray, index: int) -> str:
     value = names[index]
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _one_line(message: str) -> str:
-    return " ".join(message.split())

@@ -8,7 +8,7 @@ semi-supervised and transfer protocols, and the supervised baseline), any of the
 Choices the papers leave open, made here:
 
 - Inputs are the un-augmented views the embedding export uses (``SkeletonDataset`` in ``embed``
-  mode with the run's ``embed_view``: sequence methods get the whole valid sequence resized to
+  mode with the run's evaluation view: sequence methods get the whole valid sequence resized to
   the run's window, CMD in reference fidelity its centre crop, fixed-length methods the store's
   50 frames), unless the recipe crops: ``train_crop`` draws a random
   temporal crop every epoch (CMD's fine-tune feeder) and ``test_centre_crop`` scores the centre
@@ -35,12 +35,24 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from skelkit.errors import one_line
 from skelkit.eval.errors import EvalInputError
 from skelkit.store.reader import Store, StoreError, open_store
+from skelkit.train.runs import (
+    CheckpointState,
+    Run,
+    batches,
+    centre_crop,
+    open_run,
+    resolve_device,
+    temporal_crop,
+)
+from skelkit.train.runs import (
+    side_dataset as run_side_dataset,
+)
 
 SUBSETS = ("stratified", "uniform")
 CLASSIFIER_INITS = ("uniform", "normal")
@@ -108,21 +120,31 @@ class FinetuneConfig:
 class FinetuneInputs:
     """A checked run, checkpoint and store: everything the repeats share."""
 
-    run_dir: Path
-    run_config: Any
+    run: Run
     store: Store
     protocol: str
     modality: str
-    checkpoint: Path | None
-    checkpoint_state: dict[str, Any] | None = field(repr=False)
-    checkpoint_epoch: int | None
+    checkpoint: CheckpointState | None = field(repr=False)
     pretrain_dataset: str
     transfer: bool
     num_classes: int
 
     @property
     def scratch(self) -> bool:
-        return self.checkpoint_state is None
+        return self.checkpoint is None
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.dir.path
+
+    @property
+    def run_config(self) -> Any:
+        return self.run.config
+
+    @property
+    def sequence(self) -> bool:
+        """Whether the method reads raw sequences (which crops can cut), not fixed 50 frames."""
+        return self.run.input_kind == "sequence"
 
 
 @dataclass(frozen=True)
@@ -212,32 +234,17 @@ def open_finetune_inputs(run_dir: str | Path, store_path: str | Path, protocol: 
                          modality: str = "joint", checkpoint: str | Path | None = None,
                          scratch: bool = False) -> FinetuneInputs:
     """Check the run, its checkpoint (unless ``scratch``), the store and the protocol."""
-    from skelkit.train.checkpoint import CheckpointError, load_checkpoint
-    from skelkit.train.embed import resolve_checkpoint
-    from skelkit.train.engine import TrainInputError, load_run_config, method_class
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise EvalInputError(f"{run_dir}: no such run directory")
-    try:
-        cfg = load_run_config(run_dir)
-        cls = method_class(cfg.method)
-    except TrainInputError as err:
-        raise EvalInputError(_one_line(str(err))) from None
-    except yaml.YAMLError as err:  # load_run_config lets the parser's own errors through
-        mark = getattr(err, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise EvalInputError(f"{run_dir / 'config.yaml'}{where}: invalid YAML "
-                             f"({getattr(err, 'problem', None) or 'unparsable'})") from None
+    run = open_run(run_dir)
+    cfg = run.config
     store = _open(store_path)
     try:
         store.split(protocol)
     except (StoreError, KeyError, ValueError) as err:
         message = str(err) if str(store_path) in str(err) else f"{store_path}: {err}"
-        raise EvalInputError(_one_line(message)) from None
-    if modality not in _trained_modalities(cls, cfg):
-        raise EvalInputError(f"{run_dir}: modality {modality!r} was not trained by {cfg.method}; "
-                             f"trained: {', '.join(_trained_modalities(cls, cfg))}")
+        raise EvalInputError(one_line(message)) from None
+    if modality not in run.modalities:
+        raise EvalInputError(f"{run.dir.path}: modality {modality!r} was not trained by "
+                             f"{cfg.method}; trained: {', '.join(run.modalities)}")
     pretrain_store = _open_quietly(cfg.data.store)
     if pretrain_store is not None and pretrain_store.layout.name != store.layout.name:
         raise EvalInputError(f"{store_path}: store layout {store.layout.name} does not match "
@@ -247,36 +254,13 @@ def open_finetune_inputs(run_dir: str | Path, store_path: str | Path, protocol: 
     else:
         # The pre-training store may live elsewhere; its file stem is the dataset users name.
         pretrain_dataset = Path(str(cfg.data.store or "").rstrip("/")).name.removesuffix(".zarr")
-
-    ckpt_path: Path | None = None
-    state: dict[str, Any] | None = None
-    epoch: int | None = None
-    if not scratch:
-        ckpt_path = resolve_checkpoint(run_dir, checkpoint)
-        try:
-            state = load_checkpoint(ckpt_path)
-        except CheckpointError as err:
-            raise EvalInputError(_one_line(str(err))) from None
-        if state.get("method") != cfg.method:
-            raise EvalInputError(f"{ckpt_path}: checkpoint of method {state.get('method')!r}, "
-                                 f"but {run_dir} is a {cfg.method!r} run")
-        epoch = int(state.get("epoch", -1))
     labels = store.samples["label"].to_numpy(np.int64)
     return FinetuneInputs(
-        run_dir=run_dir, run_config=cfg, store=store, protocol=protocol, modality=modality,
-        checkpoint=ckpt_path, checkpoint_state=state, checkpoint_epoch=epoch,
+        run=run, store=store, protocol=protocol, modality=modality,
+        checkpoint=None if scratch else run.checkpoint(checkpoint),
         pretrain_dataset=pretrain_dataset, transfer=store.dataset != pretrain_dataset,
         num_classes=int(labels.max()) + 1 if len(labels) else 0,
     )
-
-
-def _trained_modalities(cls: Any, cfg: Any) -> tuple[str, ...]:
-    model = cfg.model
-    if hasattr(model, "modalities"):
-        return tuple(model.modalities)
-    if hasattr(model, "modality"):
-        return (model.modality,)
-    return tuple(getattr(cls, "modalities", ("joint",)))
 
 
 def _open(path: str | Path) -> Store:
@@ -285,7 +269,7 @@ def _open(path: str | Path) -> Store:
     try:
         return open_store(path)
     except StoreError as err:
-        raise EvalInputError(_one_line(str(err))) from None
+        raise EvalInputError(one_line(err)) from None
 
 
 def _open_quietly(path: str | None) -> Store | None:
@@ -333,24 +317,14 @@ class FinetuneModel(nn.Module):
 def build_finetune_model(inputs: FinetuneInputs, seed: int,
                          classifier_init: str = "uniform") -> FinetuneModel:
     """The method from the run's config (weights from the checkpoint unless scratch) + classifier."""
-    from skelkit.train.engine import build_method
-
     torch.manual_seed(seed)  # the random initialisation of --scratch (and of unused parts)
-    method = build_method(inputs.run_config, inputs.store)
-    if inputs.checkpoint_state is not None:
-        try:
-            method.load_state_dict(inputs.checkpoint_state["model"])
-        except RuntimeError as err:
-            first = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
-            raise EvalInputError(_one_line(
-                f"{inputs.checkpoint}: weights do not fit a {inputs.run_config.method} built for "
-                f"store layout {inputs.store.layout.name} ({first})")) from None
+    method = inputs.run.build(inputs.store, inputs.checkpoint)
     generator = torch.Generator().manual_seed(seed)
     try:
         return FinetuneModel(method, inputs.modality, inputs.num_classes, generator,
                              classifier_init)
     except ValueError as err:  # the method has no encoder for this modality
-        raise EvalInputError(_one_line(f"{inputs.run_dir}: {err}")) from None
+        raise EvalInputError(one_line(f"{inputs.run_dir}: {err}")) from None
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -381,57 +355,38 @@ class _Positions(torch.utils.data.Dataset):
 
 def view_augment(inputs: FinetuneInputs, side: str, config: FinetuneConfig) -> Any:
     """The transform of one side's samples; None: the embedding export's un-augmented view."""
-    from skelkit.train.augment import TemporalCropResize
-    from skelkit.train.data import build_augment
-    from skelkit.train.engine import method_class
-
-    cfg = inputs.run_config
-    sequence = method_class(cfg.method).input_kind == "sequence"
-    window = cfg.data.window
+    window = inputs.run.window
     if side == "train" and config.augment:
-        return build_augment(cfg.data.augment)
-    if side == "train" and config.train_crop is not None and sequence:
+        return inputs.run.train_augment()
+    if side == "train" and config.train_crop is not None and inputs.sequence:
         lo, hi = config.train_crop
-        return TemporalCropResize(window=window, min_ratio=lo, max_ratio=hi, min_frames=window)
+        return temporal_crop(window, lo, hi, min_frames=window)
     return None
 
 
 def unaugmented_view(inputs: FinetuneInputs, side: str, config: FinetuneConfig) -> Any:
     """The un-augmented view: the recipe's centre crop (CMD's test feeder) on the test side of a
     sequence method, otherwise the run's own embedding view."""
-    from skelkit.train.augment import CMDEvalView
-    from skelkit.train.embed import embed_view
-    from skelkit.train.engine import method_class
-
-    cfg = inputs.run_config
-    sequence = method_class(cfg.method).input_kind == "sequence"
-    if side == "test" and config.test_centre_crop is not None and sequence:
-        return CMDEvalView(ratio=config.test_centre_crop, window=cfg.data.window)
-    return embed_view(cfg)
+    if side == "test" and config.test_centre_crop is not None and inputs.sequence:
+        return centre_crop(config.test_centre_crop, inputs.run.window)
+    return inputs.run.evaluation_view()
 
 
 def side_dataset(inputs: FinetuneInputs, side: str, *, config: FinetuneConfig, seed: int) -> Any:
-    from skelkit.train.data import SkeletonDataset
-    from skelkit.train.engine import method_class
-
-    cfg = inputs.run_config
-    kind = method_class(cfg.method).input_kind
-    augment = view_augment(inputs, side, config)
-    if augment is not None:  # "train" mode draws the view per (sample, epoch); "q" is used
-        return SkeletonDataset(inputs.store.path, inputs.protocol, side, kind=kind, mode="train",
-                               augment=augment, window=cfg.data.window, seed=seed)
-    return SkeletonDataset(inputs.store.path, inputs.protocol, side, kind=kind, mode="embed",
-                           window=cfg.data.window, seed=seed, view=unaugmented_view(inputs, side, config))
+    """One side under its fine-tuning view ("train" mode draws a view per (sample, epoch) when
+    the side is augmented; its "q" is used)."""
+    return run_side_dataset(inputs.store.path, inputs.protocol, side, kind=inputs.run.input_kind,
+                            window=inputs.run.window, seed=seed,
+                            augment=view_augment(inputs, side, config),
+                            view=unaugmented_view(inputs, side, config))
 
 
 def _loader(dataset: Any, *, batch_size: int, shuffle: bool, seed: int, drop_last: bool,
             inputs: FinetuneInputs, workers: int, device: torch.device) -> tuple[Any, Any]:
-    from skelkit.train.data import make_loader
-
-    return make_loader(dataset, batch_size=batch_size, shuffle=shuffle, seed=seed,
-                       drop_last=drop_last, num_workers=workers,
-                       start_method=inputs.run_config.data.start_method,
-                       pin_memory=device.type == "cuda")
+    return batches(dataset, batch_size=batch_size, shuffle=shuffle, seed=seed,
+                   drop_last=drop_last, num_workers=workers,
+                   start_method=inputs.run_config.data.start_method,
+                   pin_memory=device.type == "cuda")
 
 
 def _inputs_of(batch: dict[str, Tensor], device: torch.device) -> tuple[Tensor, Tensor]:
@@ -515,7 +470,7 @@ def run_finetune(run_dir: str | Path, store_path: str | Path, protocol: str, *,
     """Fine-tune (or train from scratch) ``config.repeats`` times and score the test side.
 
     ``require_transfer``: refuse a store of the run's own pre-training dataset."""
-    device = torch.device(device)
+    device = resolve_device(device)
     inputs = open_finetune_inputs(run_dir, store_path, protocol, modality=modality,
                                   checkpoint=checkpoint, scratch=scratch)
     if require_transfer and not inputs.transfer:
@@ -557,10 +512,8 @@ def run_finetune(run_dir: str | Path, store_path: str | Path, protocol: str, *,
 
 def _check_views(inputs: FinetuneInputs, config: FinetuneConfig) -> None:
     """Crops are cut from the valid sequence: a fixed-length method never sees one."""
-    from skelkit.train.engine import method_class
-
     cropping = config.train_crop is not None or config.test_centre_crop is not None
-    if cropping and method_class(inputs.run_config.method).input_kind != "sequence":
+    if cropping and not inputs.sequence:
         what = f"recipe {config.recipe}" if config.recipe else "temporal crops"
         raise EvalInputError(f"{inputs.run_dir}: {what} crop the whole sequence, but "
                              f"{inputs.run_config.method} reads the store's fixed-length view")
@@ -579,10 +532,6 @@ def provenance(inputs: FinetuneInputs) -> dict[str, Any]:
         "protocol": inputs.protocol,
     }
     if inputs.checkpoint is not None:
-        out["checkpoint"] = str(Path(inputs.checkpoint).resolve())
-        out["epoch"] = inputs.checkpoint_epoch
+        out["checkpoint"] = str(inputs.checkpoint.path.resolve())
+        out["epoch"] = inputs.checkpoint.epoch
     return out
-
-
-def _one_line(message: str) -> str:
-    return " ".join(message.split())

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from skelkit.eval.features import FeatureStats, feature_stats
 
@@ -131,8 +132,6 @@ class LinearProbeResult:
 
 def progress_bar(epochs: int, desc: str, enabled: bool) -> Any:
     """An epoch bar for a probe (stderr); a disabled one when ``enabled`` is False."""
-    from tqdm import tqdm
-
     return tqdm(total=epochs, desc=desc, unit="epoch", disable=not enabled, dynamic_ncols=True)
 
 

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from sklearn.manifold import TSNE
 
+from skelkit.errors import one_line
 from skelkit.eval.errors import EvalInputError
-from skelkit.eval.tsne import tsne
+from skelkit.store.rundir import RunDir
 
-METRICS_FILE = "metrics.csv"
 REQUIRED_METRIC_COLUMNS = ("epoch", "loss")
 MAX_PANELS = 9
 
@@ -39,6 +41,27 @@ def subsample(n: int, max_points: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
 
 
+@dataclass(frozen=True)
+class TsneMap:
+    embedding: np.ndarray
+    """(N, 2) map coordinates."""
+    kl_divergence: float
+
+
+def tsne_map(x: np.ndarray, *, perplexity: float = 30.0, n_iter: int = 1000,
+             seed: int = 0) -> TsneMap:
+    """scikit-learn's Barnes-Hut t-SNE (van der Maaten 2014) of the L2-normalised rows: the cosine
+    geometry every other protocol here uses. The perplexity is capped at (N - 1) / 3, which
+    scikit-learn requires to be below N."""
+    if len(x) < 5:
+        raise EvalInputError(f"t-SNE needs at least 5 points, got {len(x)}")
+    rows = np.asarray(x, np.float64)
+    unit = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+    fitted = TSNE(n_components=2, perplexity=min(perplexity, (len(x) - 1) / 3.0), init="pca",
+                  learning_rate="auto", max_iter=n_iter, random_state=seed).fit(unit)
+    return TsneMap(fitted.embedding_, float(fitted.kl_divergence_))
+
+
 def plot_tsne(
     embedding: np.ndarray,
     label: np.ndarray,
@@ -54,7 +77,7 @@ def plot_tsne(
     if len(embedding) < 5:
         raise EvalInputError(f"t-SNE needs at least 5 points, got {len(embedding)}")
     keep = subsample(len(embedding), max_points, seed)
-    result = tsne(embedding[keep], perplexity=perplexity, n_iter=n_iter, seed=seed)
+    result = tsne_map(embedding[keep], perplexity=perplexity, n_iter=n_iter, seed=seed)
     labels = np.asarray(label)[keep]
     classes = np.unique(labels)
 
@@ -77,8 +100,6 @@ def plot_tsne(
 
 
 def _class_colours(n: int) -> list[tuple[float, ...]]:
-    from matplotlib import colormaps
-
     if n <= 10:
         return [colormaps["tab10"](i) for i in range(n)]
     if n <= 20:
@@ -95,13 +116,13 @@ def read_metrics(run_dir: str | Path) -> pd.DataFrame:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise EvalInputError(f"{run_dir}: no such run directory")
-    path = run_dir / METRICS_FILE
+    path = RunDir(run_dir).metrics
     if not path.is_file():
-        raise EvalInputError(f"{run_dir}: no {METRICS_FILE} (has this run logged anything?)")
+        raise EvalInputError(f"{run_dir}: no {path.name} (has this run logged anything?)")
     try:
         frame = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        reason = " ".join(str(err).split())
+        reason = one_line(err)
         raise EvalInputError(f"{path}: unreadable CSV ({reason})") from None
     missing = [c for c in REQUIRED_METRIC_COLUMNS if c not in frame.columns]
     if missing:

@@ -17,17 +17,13 @@ import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from skelkit.eval.baselines import RAW_METHOD
-from skelkit.eval.errors import EvalInputError
+from skelkit.store.reader import open_store
+from skelkit.store.rundir import RunDir, enclosing_run
 
-EVAL_FILE = "eval.jsonl"
-CONFIG_FILE = "config.yaml"
 # Config keys that say where or how reproducibly a run executed, not what it is; runs that differ
 # only in these belong to the same row.
 NON_IDENTITY_KEYS = frozenset(
@@ -50,29 +46,21 @@ def method_label(method: str, epochs: str) -> str:
 
 
 def find_run_dir(checkpoint: str | None, embedding_path: Path, max_up: int = 3) -> Path | None:
-    """The run directory holding ``checkpoint``: the nearest ancestor with a config.yaml."""
+    """The run directory holding ``checkpoint`` (as given, or relative to the embedding file)."""
     if not checkpoint:
         return None
     given = Path(checkpoint)
     candidates = [given] if given.is_absolute() else [given, embedding_path.parent / given]
     for candidate in candidates:
-        folder = candidate.parent
-        for _ in range(max_up):
-            if (folder / CONFIG_FILE).is_file():
-                return folder.resolve()
-            if folder.parent == folder:
-                break
-            folder = folder.parent
+        found = enclosing_run(candidate, max_up)
+        if found is not None:
+            return found.path
     return None
 
 
 def append_eval_record(run_dir: Path, record: dict[str, Any]) -> Path:
-    """Append one result line to ``run_dir/eval.jsonl`` (a time stamp is added)."""
-    line = {**record, "time": datetime.now(UTC).isoformat(timespec="seconds")}
-    target = run_dir / EVAL_FILE
-    with target.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(line, sort_keys=True) + "\n")
-    return target
+    """Append one result line to the run's ``eval.jsonl`` (a time stamp is added)."""
+    return RunDir(run_dir).append_eval(record)
 
 
 def embedding_provenance(attrs: dict[str, Any], embedding_path: Path) -> dict[str, Any]:
@@ -156,8 +144,6 @@ class RunResults:
 def dataset_of_store(store: str) -> str:
     """The dataset name a store declares, or its file stem when it cannot be opened here."""
     try:
-        from skelkit.store.reader import open_store
-
         return open_store(store, require_complete=False).dataset
     except Exception:
         # The store may live on another machine; the stem (ntu60.zarr -> ntu60) is what users name.
@@ -165,38 +151,9 @@ def dataset_of_store(store: str) -> str:
 
 
 def load_run(run_dir: str | Path) -> RunResults:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise EvalInputError(f"{run_dir}: no such run directory")
-    config_path = run_dir / CONFIG_FILE
-    if not config_path.is_file():
-        raise EvalInputError(f"{run_dir}: no {CONFIG_FILE} (not a run directory)")
-    try:
-        config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        line = getattr(getattr(err, "problem_mark", None), "line", None)
-        where = f"{config_path}:{line + 1}" if line is not None else str(config_path)
-        raise EvalInputError(f"{where}: invalid YAML ({getattr(err, 'problem', err)})") from None
-    if not isinstance(config, dict):
-        raise EvalInputError(f"{config_path}: expected a mapping at the top level")
-    return RunResults(run_dir=run_dir, config=config, records=_read_records(run_dir / EVAL_FILE))
-
-
-def _read_records(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise EvalInputError(f"{path}:{number}: invalid JSON ({err.msg})") from None
-        if not isinstance(record, dict) or "kind" not in record or "top1" not in record:
-            raise EvalInputError(f"{path}:{number}: a record needs the keys 'kind' and 'top1'")
-        records.append(record)
-    return records
+    rundir = RunDir(run_dir)
+    return RunResults(run_dir=rundir.path, config=rundir.read_config(),
+                      records=rundir.eval_records())
 
 
 # --- the table ------------------------------------------------------------------------------

@@ -15,11 +15,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import Tensor, nn
 
 from skelkit.eval.errors import EmbeddingSplit, EvalInputError
-from skelkit.eval.finetune import FinetuneInputs, build_finetune_model, open_finetune_inputs
+from skelkit.eval.finetune import (
+    FinetuneInputs,
+    build_finetune_model,
+    open_finetune_inputs,
+    provenance,
+)
 from skelkit.eval.linear import (
     Batches,
     LinearProbeConfig,
@@ -28,6 +32,15 @@ from skelkit.eval.linear import (
     train_linear_probe,
 )
 from skelkit.eval.recipes import Recipe
+from skelkit.train.runs import (
+    batches,
+    centre_crop,
+    encode_side,
+    load_run_config,
+    side_dataset,
+    side_loader,
+    temporal_crop,
+)
 
 
 @dataclass
@@ -65,7 +78,7 @@ def open_frozen_encoder(run_dir: str | Path, store: str | Path | None, protocol:
                         workers: int = 0) -> FrozenEncoder:
     """The run's checkpointed encoder; ``store``/``protocol`` default to the run's own."""
     if store is None or protocol is None:
-        cfg = _run_config(Path(run_dir))
+        cfg = load_run_config(run_dir)
         store = store if store is not None else cfg.data.store
         protocol = protocol if protocol is not None else cfg.data.protocol
     inputs = open_finetune_inputs(run_dir, store, protocol, modality=modality,
@@ -78,51 +91,32 @@ def open_frozen_encoder(run_dir: str | Path, store: str | Path | None, protocol:
                          workers=workers)
 
 
-def _run_config(run_dir: Path) -> Any:
-    from skelkit.train.engine import TrainInputError, load_run_config
-
-    if not run_dir.is_dir():
-        raise EvalInputError(f"{run_dir}: no such run directory")
-    try:
-        return load_run_config(run_dir)
-    except TrainInputError as err:
-        raise EvalInputError(" ".join(str(err).split())) from None
-    except yaml.YAMLError:
-        raise EvalInputError(f"{run_dir / 'config.yaml'}: invalid YAML") from None
-
-
 def evaluation_view(encoder: FrozenEncoder, recipe: Recipe | None = None) -> Any:
     """The un-augmented view both sides are encoded under: the recipe's centre crop where it
     names one (CMD's scripts: ``cmd_eval_view``, ratio 0.95), else the run's own evaluation view
     (``skeltrain embed``'s: CMD's centre crop in reference fidelity, the whole valid sequence
     resized to the window in paper fidelity, the stored 50 frames for fixed-length methods)."""
-    from skelkit.train.augment import CMDEvalView
-    from skelkit.train.embed import embed_view
-
     if recipe is not None and recipe.test_centre_crop and encoder.input_kind == "sequence":
-        return CMDEvalView(ratio=recipe.test_centre_crop, window=encoder.window)
-    return embed_view(encoder.inputs.run_config)
+        return centre_crop(recipe.test_centre_crop, encoder.window)
+    return encoder.inputs.run.evaluation_view()
 
 
 def encoded_side(encoder: FrozenEncoder, side: str, view: Any, *, progress: bool = False
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(features, labels, names) of one protocol side under ``view``."""
-    from skelkit.train.embed import compute_embeddings, side_loader
-
     inputs = encoder.inputs
     loader, dataset = side_loader(
         str(inputs.store.path), inputs.protocol, side, kind=encoder.input_kind,
         window=encoder.window, batch_size=encoder.batch_size, num_workers=encoder.workers,
         start_method=inputs.run_config.data.start_method,
         pin_memory=encoder.device.type == "cuda", view=view)
-    features, rows = compute_embeddings(encoder.method, loader, encoder.modality, encoder.device,
-                                        progress=progress, desc=f"encode {side}")
-    if len(rows) == 0:
+    features, labels, names = encode_side(encoder.method, loader, dataset, encoder.modality,
+                                          encoder.device, progress=progress,
+                                          desc=f"encode {side}")
+    if len(labels) == 0:
         raise EvalInputError(f"{inputs.store.path}: protocol {inputs.protocol!r} has no "
                              f"{side} samples")
-    position = {int(r): i for i, r in enumerate(dataset.meta.indices)}
-    order = np.array([position[int(r)] for r in rows], dtype=np.int64)
-    return features, dataset.meta.labels[order], dataset.meta.names[order]
+    return features, labels, names
 
 
 def encoded_split(encoder: FrozenEncoder, recipe: Recipe | None = None, *,
@@ -138,8 +132,6 @@ def encoded_split(encoder: FrozenEncoder, recipe: Recipe | None = None, *,
 
 def run_attrs(encoder: FrozenEncoder) -> dict[str, Any]:
     """What was evaluated, in the keys of embedding files and eval.jsonl records."""
-    from skelkit.eval.finetune import provenance
-
     return {**provenance(encoder.inputs), "source": "run"}
 
 
@@ -156,22 +148,19 @@ def cropped_train_batches(encoder: FrozenEncoder, recipe: Recipe, config: Linear
                           *, seed: int) -> Batches:
     """Each epoch: every train sample under a fresh random temporal crop, encoded by the frozen
     encoder, in a shuffled order (both drawn from ``(seed, epoch, sample)``)."""
-    from skelkit.train.augment import TemporalCropResize
-    from skelkit.train.data import SkeletonDataset, make_loader
-
     if recipe.train_crop is None:
         raise ValueError(f"recipe {recipe.name} trains on the evaluation view, not on crops")
     check_recipe_fits(encoder, recipe)
     low, high = recipe.train_crop
-    crop = TemporalCropResize(window=encoder.window, min_ratio=low, max_ratio=high,
-                              min_frames=recipe.min_crop_frames or encoder.window)
+    crop = temporal_crop(encoder.window, low, high,
+                         min_frames=recipe.min_crop_frames or encoder.window)
     inputs = encoder.inputs
-    dataset = SkeletonDataset(inputs.store.path, inputs.protocol, "train", kind="sequence",
-                              mode="train", augment=crop, window=encoder.window, seed=seed)
-    loader, sampler = make_loader(dataset, batch_size=config.batch_size, shuffle=True, seed=seed,
-                                  drop_last=config.drop_last, num_workers=encoder.workers,
-                                  start_method=inputs.run_config.data.start_method,
-                                  pin_memory=encoder.device.type == "cuda")
+    dataset = side_dataset(inputs.store.path, inputs.protocol, "train", kind="sequence",
+                           augment=crop, window=encoder.window, seed=seed)
+    loader, sampler = batches(dataset, batch_size=config.batch_size, shuffle=True, seed=seed,
+                              drop_last=config.drop_last, num_workers=encoder.workers,
+                              start_method=inputs.run_config.data.start_method,
+                              pin_memory=encoder.device.type == "cuda")
 
     def epoch_batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         sampler.set_epoch(epoch)

@@ -18,7 +18,10 @@ from typing import Any
 
 import torch
 
+from skelkit.eval.baselines import ensure_baseline_dir, raw_joint_split
 from skelkit.eval.errors import EmbeddingSplit, EvalInputError, load_embedding_split
+from skelkit.eval.report import embedding_provenance, find_run_dir
+from skelkit.eval.run_features import encoded_split, open_frozen_encoder, run_attrs
 
 
 @dataclass(frozen=True)
@@ -67,21 +70,15 @@ class Source:
 
     def features(self, *, progress: bool = False) -> EmbeddingSplit:
         if self.split is None:
-            from skelkit.eval.run_features import encoded_split
-
             self.split = encoded_split(self.encoder, progress=progress)
         return self.split
 
     def provenance(self) -> dict[str, Any]:
         """What was evaluated, in the keys of eval.jsonl records."""
         if self.kind == "emb":
-            from skelkit.eval.report import embedding_provenance
-
             assert self.split is not None
             return embedding_provenance(self.split.attrs, self.split.path)
         if self.kind == "run":
-            from skelkit.eval.run_features import run_attrs
-
             return run_attrs(self.encoder)
         assert self.split is not None
         return dict(self.split.attrs)
@@ -95,8 +92,6 @@ def open_source(args: SourceArgs, device: torch.device) -> Source:
         return Source(kind, str(args.emb), str(split.attrs.get("method", "")), split=split,
                       record_dir=_run_dir_of_embedding(split))
     if kind == "run":
-        from skelkit.eval.run_features import open_frozen_encoder
-
         assert args.run is not None
         encoder = open_frozen_encoder(args.run, args.store, args.protocol,
                                       modality=args.modality, checkpoint=args.checkpoint,
@@ -105,8 +100,6 @@ def open_source(args: SourceArgs, device: torch.device) -> Source:
         label = f"{args.run} on {inputs.store.dataset} {inputs.protocol}"
         return Source(kind, label, inputs.run_config.method, encoder=encoder,
                       record_dir=Path(args.run))
-    from skelkit.eval.baselines import ensure_baseline_dir, raw_joint_split
-
     assert args.store is not None and args.protocol is not None
     split = raw_joint_split(args.store, args.protocol, args.modality)
     record_dir = None
@@ -117,7 +110,5 @@ def open_source(args: SourceArgs, device: torch.device) -> Source:
 
 
 def _run_dir_of_embedding(split: EmbeddingSplit) -> Path | None:
-    from skelkit.eval.report import embedding_provenance, find_run_dir
-
     provenance = embedding_provenance(split.attrs, split.path)
     return find_run_dir(provenance.get("checkpoint"), split.path)

@@ -9,11 +9,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from skelkit.errors import InputError
+
 CHECKPOINT_FORMAT = "skelkit-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
-class CheckpointError(Exception):
+class CheckpointError(InputError):
     """A checkpoint is missing or unreadable; the message is one line."""
 
 
@@ -89,7 +91,3 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a skelkit checkpoint")
     return payload
-
-
-def checkpoint_name(epoch: int) -> str:
-    return f"epoch_{epoch:04d}.pt"

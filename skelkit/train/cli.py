@@ -2,7 +2,9 @@
 turn an authors' released checkpoint into a run (``import``), list the fidelity switches
 (``switches``).
 
-Exit codes: 0 success, 2 bad input (one line on stderr), 3 the loss became NaN/inf.
+Exit codes: 0 success, 2 bad input (one line on stderr, :class:`skelkit.errors.SkelkitGroup`),
+3 the loss became NaN/inf. Commands import their modules inside the function: torch and the
+stores are heavy, and ``skeltrain --help`` must answer at once.
 """
 
 from __future__ import annotations
@@ -15,17 +17,11 @@ from typing import Any
 
 import click
 
-from skelkit.store.errors import EmbeddingFileError, StoreError
-from skelkit.train.checkpoint import CheckpointError
-from skelkit.train.config import ConfigError, load_yaml, packaged_configs, resolve_run_config
+from skelkit.errors import CONTEXT_SETTINGS, SkelkitGroup, one_line
+from skelkit.store.rundir import RunDir
+from skelkit.train.config import ConfigError, packaged_configs, resolve_run_config
 
-EXIT_INPUT = 2
 EXIT_NONFINITE = 3
-
-
-def _fail(message: str, code: int = EXIT_INPUT) -> None:
-    click.echo(f"skeltrain: error: {message}", err=True)
-    sys.exit(code)
 
 
 def _default_config(method: str, store: str | None) -> str:
@@ -42,7 +38,7 @@ def _default_config(method: str, store: str | None) -> str:
                       f"({', '.join(packaged_configs(method)) or 'none packaged'})")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=SkelkitGroup, name="skeltrain", context_settings=CONTEXT_SETTINGS)
 def main() -> None:
     """Self-supervised pre-training on a skelkit store."""
 
@@ -90,7 +86,8 @@ def run_command(method: str, store: str | None, protocol: str | None, config: st
     `skeltrain switches [METHOD]` lists them with the reference's file and line.
     """
     from skelkit.train.distributed import shutdown_distributed
-    from skelkit.train.engine import NonFiniteLossError, TrainInputError, method_class, train
+    from skelkit.train.engine import NonFiniteLossError, train
+    from skelkit.train.runs import TrainInputError, method_class
 
     cli_values: dict[str, Any] = {
         "data.store": store, "data.protocol": protocol, "engine.epochs": epochs,
@@ -104,20 +101,20 @@ def run_command(method: str, store: str | None, protocol: str | None, config: st
         if resume is not None:
             if run_dir is not None and Path(run_dir).resolve() != Path(resume).resolve():
                 raise TrainInputError("--run-dir and --resume name different directories")
-            if not (Path(resume) / "config.yaml").is_file():
-                raise TrainInputError(f"{resume}: not a run directory (no config.yaml)")
-            if not (Path(resume) / "checkpoints" / "last.pt").is_file():
-                raise TrainInputError(f"{resume}: no checkpoints/last.pt to resume from")
-            tree_method = load_yaml(Path(resume) / "config.yaml").get("method")
+            previous = RunDir(resume)
+            tree_method = previous.read_config().get("method")
+            if not previous.last_checkpoint.is_file():
+                raise TrainInputError(f"{resume}: no {previous.last_checkpoint.relative_to(resume)}"
+                                      " to resume from")
             if tree_method != method:
                 raise TrainInputError(f"{resume} is a {tree_method} run, not {method}")
-            config, run_dir = str(Path(resume) / "config.yaml"), Path(resume)
+            config, run_dir = str(previous.config), previous.path
         elif config is None:
             config = _default_config(method, store)
         cfg = resolve_run_config(method, cls, config, list(overrides), cli_values)
         if run_dir is None:
             run_dir = Path("runs") / f"{method}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if resume is None and (run_dir / "checkpoints" / "last.pt").exists():
+        if resume is None and RunDir(run_dir).last_checkpoint.exists():
             raise TrainInputError(f"{run_dir} already holds a run; use --resume {run_dir} "
                                   "or another --run-dir")
         try:
@@ -125,12 +122,10 @@ def run_command(method: str, store: str | None, protocol: str | None, config: st
         finally:
             shutdown_distributed()
     except NonFiniteLossError as exc:
-        _fail(str(exc), EXIT_NONFINITE)
-    except (TrainInputError, ConfigError, StoreError, CheckpointError) as exc:
-        _fail(str(exc))
-    else:
-        if int(os.environ.get("RANK", "0")) == 0:
-            click.echo(f"run {result.run_dir}: {result.epochs} epochs, checkpoint {result.last_checkpoint}")
+        click.echo(f"skeltrain run: error: {one_line(exc)}", err=True)
+        sys.exit(EXIT_NONFINITE)
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(f"run {result.run_dir}: {result.epochs} epochs, checkpoint {result.last_checkpoint}")
 
 
 @main.command("switches")
@@ -138,10 +133,10 @@ def run_command(method: str, store: str | None, protocol: str | None, config: st
 def switches_command(method: str | None) -> None:
     """List the fidelity switches of METHOD (default: every method): the reference value, the
     paper value and what the authors' code does, with file and line."""
-    from skelkit.train.methods import METHODS
+    from skelkit.train.runs import method_class
 
-    if method is not None and method not in METHODS:
-        _fail(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    if method is not None:
+        method_class(method)  # an unknown name is bad input, named with the known ones
     click.echo(_switch_tables(method))
 
 
@@ -167,18 +162,13 @@ def import_command(fmt: str, checkpoint: Path, run_dir: Path, config: str | None
     (exit 2), never executed. `skeltrain embed`, `skeleval` and `skeleval finetune` then use the
     run like any other.
     """
-    from skelkit.train.engine import TrainInputError
-    from skelkit.train.importers import ImportInputError, import_checkpoint
+    from skelkit.train.importers import import_checkpoint
 
-    try:
-        summary = import_checkpoint(fmt, checkpoint, run_dir, config=config,
-                                    overrides=list(overrides), store=store, protocol=protocol)
-    except (ImportInputError, ConfigError, StoreError, CheckpointError, TrainInputError) as exc:
-        _fail(str(exc))
-    else:
-        click.echo(f"run {summary['run_dir']}: {summary['method']} weights from {checkpoint} "
-                   f"(epoch {summary['epoch']}, {summary['tensors']} tensors), checkpoint "
-                   f"{summary['checkpoint']}")
+    summary = import_checkpoint(fmt, checkpoint, run_dir, config=config,
+                                overrides=list(overrides), store=store, protocol=protocol)
+    click.echo(f"run {summary['run_dir']}: {summary['method']} weights from {checkpoint} "
+               f"(epoch {summary['epoch']}, {summary['tensors']} tensors), checkpoint "
+               f"{summary['checkpoint']}")
 
 
 @main.command("embed")
@@ -204,20 +194,14 @@ def embed_command(run_dir: Path, checkpoint: str | None, modality: str, combine:
                   protocol: str | None, no_progress: bool) -> None:
     """Write frozen train/test embeddings of a run (docs/design.md §4.4 HDF5)."""
     from skelkit.train.embed import export_embeddings
-    from skelkit.train.engine import TrainInputError
 
-    try:
-        summary = export_embeddings(run_dir, out, checkpoint=checkpoint, modality=modality,
-                                    device=device, batch_size=batch_size, num_workers=workers,
-                                    progress=not no_progress, combine=combine,
-                                    store=store, protocol=protocol)
-    except (TrainInputError, ConfigError, StoreError, CheckpointError, EmbeddingFileError,
-            ValueError) as exc:
-        _fail(str(exc))
-    else:
-        click.echo(f"wrote {summary['out']}: {summary['train']} train, {summary['test']} test, "
-                   f"dim {summary['dim']}, {summary['method']} {summary['modality']} "
-                   f"epoch {summary['epoch']}")
+    summary = export_embeddings(run_dir, out, checkpoint=checkpoint, modality=modality,
+                                device=device, batch_size=batch_size, num_workers=workers,
+                                progress=not no_progress, combine=combine, store=store,
+                                protocol=protocol)
+    click.echo(f"wrote {summary['out']}: {summary['train']} train, {summary['test']} test, "
+               f"dim {summary['dim']}, {summary['method']} {summary['modality']} "
+               f"epoch {summary['epoch']}")
 
 
 if __name__ == "__main__":

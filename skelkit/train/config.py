@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -18,8 +20,10 @@ from typing import Any
 
 import yaml
 
+from skelkit.errors import InputError
 
-class ConfigError(ValueError):
+
+class ConfigError(InputError, ValueError):
     """A config that cannot be resolved or does not validate; the message is one line."""
 
 
@@ -243,34 +247,39 @@ def _yaml11_float(value: Any) -> Any:
 
 # --- validation --------------------------------------------------------------------------------
 
-def _coerce(section: str, name: str, value: Any, default: Any) -> Any:
-    """Check a value against the type of the field's default (ints accepted for floats)."""
-    where = f"{section}.{name}"
-    if default is None or value is None:
-        return value
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if isinstance(default, float):
-        value = _yaml11_float(value)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        if not math.isfinite(value):
+def coerce(where: str, value: Any, hint: Any) -> Any:
+    """``value`` checked against a field's type hint, for every config of a run (the engine
+    sections and each method's ``model:``): ints are accepted for floats, YAML 1.1's ``1e-3``
+    string is read as the number, lists become tuples for tuple fields, ``None`` only where the
+    hint allows it. A mismatch is one line naming the key (``where``)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        kinds = [a for a in args if a is not type(None)]
+        return coerce(where, value, kinds[0]) if len(kinds) == 1 else value
+    expected = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
+    if hint in expected:
+        if hint is float:
+            value = _yaml11_float(value)
+        ok = (isinstance(value, bool) if hint is bool else
+              not isinstance(value, bool) and isinstance(value, int | float if hint is float
+                                                         else hint))
+        if not ok:
+            raise ConfigError(f"{where}: expected {expected[hint]}, got {value!r}")
+        if hint is float and not math.isfinite(value):
             raise ConfigError(f"{where}: expected a finite number, got {value!r}")
-        return float(value)
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    if isinstance(default, list):
-        if not isinstance(value, list):
+        return float(value) if hint is float else value
+    if origin in (list, tuple):
+        if isinstance(value, str) or not isinstance(value, list | tuple):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return value
+        items = ([coerce(f"{where}[{i}]", v, args[0]) for i, v in enumerate(value)] if args
+                 else list(value))
+        return tuple(items) if origin is tuple else items
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
     return value
 
 
@@ -279,14 +288,13 @@ def build_section(section: str, values: dict[str, Any] | None) -> Any:
     values = {} if values is None else values
     if not isinstance(values, dict):
         raise ConfigError(f"{section}: expected a mapping, got {type(values).__name__}")
-    defaults = cls()
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{section}: unknown key(s) {', '.join(unknown)}; known: "
                           f"{', '.join(sorted(known))}")
-    kwargs = {k: _coerce(section, k, v, getattr(defaults, k)) for k, v in values.items()}
-    return cls(**kwargs)
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: coerce(f"{section}.{k}", v, hints[k]) for k, v in values.items()})
 
 
 def validate_sections(data: DataConfig, optim: OptimConfig, schedule: ScheduleConfig,
@@ -375,12 +383,3 @@ def resolve_run_config(method: str, method_cls: Any, config: str | None,
             node = node.setdefault(part, {})
         node[leaf] = value
     return build_run_config(tree, method, method_cls)
-
-
-def run_config_from_text(text: str, method_cls_lookup: Any) -> RunConfig:
-    """Parse a resolved config (as stored in a run dir or checkpoint)."""
-    tree = yaml.safe_load(text)
-    if not isinstance(tree, dict) or "method" not in tree:
-        raise ConfigError("resolved config lacks a 'method' key")
-    method = tree["method"]
-    return build_run_config(tree, method, method_cls_lookup(method))

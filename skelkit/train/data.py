@@ -16,10 +16,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from skelkit.store.layout import NTU25
 from skelkit.store.reader import Store, open_store
 from skelkit.store.schema import FIXED_FRAMES, MAX_BODIES
+from skelkit.store.writer import SampleBatch, StoreWriter
 from skelkit.train.augment import build_augmentations, resize_linear
 
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
@@ -111,10 +113,8 @@ class SkeletonDataset(Dataset):
         if self.kind == "fixed":
             order = np.argsort(rows, kind="stable")
             block = np.asarray(self.store.fixed(self.modality).oindex[rows[order]], np.float32)
-            out: list[np.ndarray] = [None] * len(rows)  # type: ignore[list-item]
-            for j, o in enumerate(order):
-                out[o] = block[j]
-            return out
+            # block[j] is row order[j]: the inverse permutation puts them back in request order.
+            return [block[j] for j in np.argsort(order, kind="stable")]
         lo, hi = self.meta.offsets[rows], self.meta.offsets[rows + 1]
         lengths = hi - lo
         frames = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)])
@@ -162,17 +162,28 @@ class SkeletonDataset(Dataset):
         return [self._make(p, e, x) for (p, e), x in zip(pairs, views)]
 
 
-class EpochSampler(DistributedSampler):
-    """DistributedSampler (also for one process) that tags each position with the epoch."""
+class EpochSampler(Sampler[tuple[int, int]]):
+    """A DistributedSampler's order (also for one process), each position tagged with the epoch
+    (the dataset draws its augmentation from (sample, epoch))."""
 
     def __init__(self, dataset: Dataset, *, shuffle: bool, seed: int, drop_last: bool,
                  num_replicas: int = 1, rank: int = 0) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
-                         seed=seed, drop_last=drop_last)
+        self.positions = DistributedSampler(dataset, num_replicas=num_replicas, rank=rank,
+                                            shuffle=shuffle, seed=seed, drop_last=drop_last)
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
-        epoch = int(self.epoch)
-        for pos in super().__iter__():
+    @property
+    def epoch(self) -> int:
+        return int(self.positions.epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.positions.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        for pos in self.positions:
             yield (int(pos), epoch)
 
 
@@ -236,9 +247,6 @@ def write_random_walk_store(path: str | Path, *, classes: int = 4, per_class: in
     ``xsub`` splits even/odd subjects; the fixed modalities are the joints resized to 50 frames
     (every listed modality gets the joints: enough for loaders, not a substitute for skelprep).
     """
-    from skelkit.store.layout import NTU25
-    from skelkit.store.writer import SampleBatch, StoreWriter
-
     layout = layout or NTU25
     v, m, fixed_frames = layout.num_joints, MAX_BODIES, FIXED_FRAMES
     rng = np.random.default_rng(seed)

@@ -1,14 +1,13 @@
 """The training engine: one loop for every method (SGD, schedules, AMP, DDP, checkpoints, monitor).
 
-A run directory holds ``config.yaml`` (the resolved config), ``train.log``, ``metrics.csv``,
-TensorBoard events under ``tb/``, and ``checkpoints/last.pt`` plus ``checkpoints/epoch_NNNN.pt``.
-Checkpoints store completed epochs; ``--resume`` restores model, optimizer, schedule, scaler and
+It writes a run directory (:mod:`skelkit.store.rundir`). Checkpoints store completed epochs; ``--resume`` restores model, optimizer, schedule, scaler and
 RNG states and continues, giving the same loss curve as an uninterrupted run on CPU.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import inspect
 import logging
 import math
@@ -21,9 +20,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from skelkit.knn import knn_evaluate
 from skelkit.store.reader import Store, StoreError, open_store
-from skelkit.train.checkpoint import checkpoint_name, load_checkpoint, restore_rng_state, save_checkpoint
-from skelkit.train.config import ConfigError, OptimConfig, RunConfig, ScheduleConfig, run_config_from_text
+from skelkit.store.rundir import RunDir
+from skelkit.train.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
+from skelkit.train.config import OptimConfig, RunConfig, ScheduleConfig
 from skelkit.train.data import SkeletonDataset, build_augment, make_loader
 from skelkit.train.distributed import (
     DistContext,
@@ -32,51 +33,21 @@ from skelkit.train.distributed import (
     init_distributed,
     mean_across_ranks,
 )
-from skelkit.train.embed import compute_embeddings, embed_view, knn_top1, side_loader
+from skelkit.train.runs import (
+    Run,
+    TrainInputError,
+    build_method,
+    compute_embeddings,
+    resolve_device,
+    side_loader,
+    side_order,
+)
 
 LOG = logging.getLogger("skelkit.train")
 
 
-class TrainInputError(Exception):
-    """Bad input (store, protocol, method, config, run dir): the CLI prints it and exits 2."""
-
-
 class NonFiniteLossError(Exception):
     """The loss became NaN/inf: the run stopped, the last good checkpoint is kept (exit 3)."""
-
-
-# --- lookups -------------------------------------------------------------------------------------
-
-def method_class(name: str) -> Any:
-    from skelkit.train.methods import METHODS
-
-    if name not in METHODS:
-        raise TrainInputError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
-    return METHODS[name]
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainInputError(f"--device {device}: CUDA is not available on this machine")
-    return torch.device(device)
-
-
-def build_method(cfg: RunConfig, store: Store) -> nn.Module:
-    """The method, built from the store's layout and body count (nothing hard-codes NTU)."""
-    cls = method_class(cfg.method)
-    return cls(cfg.model, store.layout, num_bodies=store.max_bodies)
-
-
-def load_run_config(run_dir: Path) -> RunConfig:
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise TrainInputError(f"{run_dir}: not a run directory (no config.yaml)")
-    try:
-        return run_config_from_text(path.read_text(), method_class)
-    except ConfigError as exc:
-        raise TrainInputError(f"{path}: {exc}") from None
 
 
 # --- learning-rate schedule -----------------------------------------------------------------------
@@ -109,22 +80,21 @@ class EpochSchedule:
 class RunFiles:
     """train.log, metrics.csv and TensorBoard events of the main rank."""
 
-    def __init__(self, run_dir: Path, enabled: bool) -> None:
-        self.run_dir = run_dir
+    def __init__(self, run_dir: RunDir, enabled: bool) -> None:
         self.enabled = enabled
-        self.metrics_path = run_dir / "metrics.csv"
+        self.metrics_path = run_dir.metrics
         self._tb: Any = None
         self._handler: logging.Handler | None = None
         if enabled:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            self._handler = logging.FileHandler(run_dir / "train.log")
+            run_dir.path.mkdir(parents=True, exist_ok=True)
+            self._handler = logging.FileHandler(run_dir.log)
             self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
             LOG.addHandler(self._handler)
             LOG.setLevel(logging.INFO)
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(log_dir=str(run_dir / "tb"))
+                self._tb = SummaryWriter(log_dir=str(run_dir.tb))
             except ImportError:  # tensorboard is a dependency, but a missing one must not stop a run
                 LOG.warning("tensorboard not importable; metrics go to metrics.csv only")
 
@@ -228,6 +198,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
     schedule still spans ``engine.epochs``); resuming then continues exactly.
     """
     run_dir = Path(run_dir)
+    rundir = RunDir(run_dir)
     device = resolve_device(cfg.engine.device)
     ctx = ctx or init_distributed(device.type)
     if device.type == "cuda" and ctx.enabled:
@@ -235,7 +206,9 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
     if cfg.engine.threads:
         torch.set_num_threads(cfg.engine.threads)
     store = _open_store(cfg)
-    cfg.data.store = str(Path(cfg.data.store).resolve())
+    # The run's config names its store absolutely (a copy: the caller's config is left as given).
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(
+        cfg.data, store=str(Path(str(cfg.data.store)).resolve())))
 
     torch.manual_seed(cfg.engine.seed)  # identical initial weights on every rank
     method = build_method(cfg, store).to(device)
@@ -245,8 +218,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
     use_amp = cfg.engine.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
-    ckpt_dir = run_dir / "checkpoints"
-    last_path = ckpt_dir / "last.pt"
+    last_path = rundir.last_checkpoint
     start_epoch = 0
     if resume:
         ckpt = load_checkpoint(last_path)
@@ -260,10 +232,10 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
         start_epoch = int(ckpt["epoch"])
         restore_rng_state(ckpt["rng"])
 
-    files = RunFiles(run_dir, enabled=ctx.is_main)
+    files = RunFiles(rundir, enabled=ctx.is_main)
     config_text = cfg.to_yaml()
     if ctx.is_main:
-        (run_dir / "config.yaml").write_text(config_text)
+        rundir.config.write_text(config_text)
         files.truncate_metrics(start_epoch)
         LOG.info("%s run %s: method %s, store %s, protocol %s, device %s, world %d, epochs %d-%d",
                  "resumed" if resume else "new", run_dir, cfg.method, cfg.data.store,
@@ -278,7 +250,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
             save_checkpoint(last_path, **state)
             every = cfg.engine.checkpoint_every
             if epoch == 0 or (every and epoch % every == 0) or epoch == cfg.engine.epochs:
-                save_checkpoint(ckpt_dir / checkpoint_name(epoch), **state)
+                save_checkpoint(rundir.epoch_checkpoint(epoch), **state)
         barrier(ctx)
         return last_path
 
@@ -308,7 +280,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
             step_module = nn.parallel.DistributedDataParallel(
                 step_module, device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=cfg.engine.find_unused_parameters, **_per_rank_buffers())
-        monitor = _KnnMonitor(cfg, method, device) if cfg.engine.knn_every and ctx.is_main else None
+        monitor = (_KnnMonitor(Run(rundir, cfg), method, device)
+                   if cfg.engine.knn_every and ctx.is_main else None)
 
         end_epoch = cfg.engine.epochs if stop_after is None else min(stop_after,
                                                                      cfg.engine.epochs)
@@ -395,7 +368,8 @@ def _train_epoch(step_module: nn.Module, loader: Any, optimizer: torch.optim.Opt
 class _KnnMonitor:
     """Cosine 1-NN top-1 of the test side against the train side, on un-augmented embeddings."""
 
-    def __init__(self, cfg: RunConfig, method: nn.Module, device: torch.device) -> None:
+    def __init__(self, run: Run, method: nn.Module, device: torch.device) -> None:
+        cfg = run.config
         self.method, self.device = method, device
         self.modality = cfg.engine.knn_modality
         if self.modality != "all" and self.modality not in method.modalities:
@@ -405,21 +379,16 @@ class _KnnMonitor:
                               window=cfg.data.window, batch_size=cfg.engine.embed_batch_size,
                               num_workers=min(cfg.data.num_workers, 1),
                               start_method=cfg.data.start_method,
-                              pin_memory=device.type == "cuda", view=embed_view(cfg))[0]
+                              pin_memory=device.type == "cuda", view=run.evaluation_view())
             for side in ("train", "test")
         }
 
     def __call__(self, progress: bool) -> float:
-        out = {}
-        for side, loader in self.loaders.items():
-            out[side] = compute_embeddings(self.method, loader, self.modality, self.device,
-                                           progress=progress, desc=f"knn {side}")
-        train_ds = self.loaders["train"].dataset
-        test_ds = self.loaders["test"].dataset
-        return knn_top1(out["train"][0], _labels(train_ds, out["train"][1]),
-                        out["test"][0], _labels(test_ds, out["test"][1]))
-
-
-def _labels(dataset: SkeletonDataset, rows: Any) -> Any:
-    position = {int(r): i for i, r in enumerate(dataset.meta.indices)}
-    return dataset.meta.labels[[position[int(r)] for r in rows]]
+        features, labels = {}, {}
+        for side, (loader, dataset) in self.loaders.items():
+            features[side], rows = compute_embeddings(self.method, loader, self.modality,
+                                                      self.device, progress=progress,
+                                                      desc=f"knn {side}")
+            labels[side] = dataset.meta.labels[side_order(dataset, rows)]
+        return knn_evaluate(features["train"], labels["train"], features["test"], labels["test"],
+                            k=1, device=self.device).top1

@@ -132,7 +132,8 @@ def tiny_run(random_walk_store: Path, tmp_path_factory: pytest.TempPathFactory):
     import torch
 
     from skelkit.train.config import resolve_run_config
-    from skelkit.train.engine import method_class, train
+    from skelkit.train.engine import train
+    from skelkit.train.runs import method_class
 
     made: dict[tuple[str, int], Path] = {}
 

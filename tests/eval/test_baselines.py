@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from skelkit.eval.baselines import RAW_METHOD, raw_joint_split
 from skelkit.eval.cli import main
-from skelkit.eval.knn import knn_evaluate
+from skelkit.knn import knn_evaluate
 from skelkit.store.reader import open_store
 
 

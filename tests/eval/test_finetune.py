@@ -20,7 +20,8 @@ from skelkit.store.layout import KINECT20
 from skelkit.train.checkpoint import load_checkpoint, save_checkpoint
 from skelkit.train.config import resolve_run_config
 from skelkit.train.data import write_random_walk_store
-from skelkit.train.engine import method_class, train
+from skelkit.train.engine import train
+from skelkit.train.runs import method_class
 
 # A CPU-small CMD: 1-layer BiGRU of hidden 16, a tiny queue; one pre-training epoch.
 TINY = ["data.num_workers=0", "engine.batch_size=8", "engine.knn_every=0", "engine.threads=1",
@@ -240,7 +241,7 @@ def test_bad_input_is_one_line_and_exit_2(case: str, pretrained: Path, stores: d
     assert expected in outcome.stderr, outcome.stderr
     if case != "fraction":  # click's own usage errors take a few lines
         assert outcome.stderr.count("\n") == 1, outcome.stderr
-        assert outcome.stderr.startswith("skeleval: error: ")
+        assert outcome.stderr.startswith("skeleval finetune: error: ")
     assert "Traceback" not in outcome.output
     assert not (pretrained / "eval.jsonl").exists()
 
@@ -336,9 +337,7 @@ def test_cmd_views_crop_in_training_and_score_the_centre(pretrained: Path,
     # CMD's l_ratio [0.95]: int(0.05 * 100 / 2) = 2 frames off each end, then resized.
     np.testing.assert_allclose(centre(x), resize_linear(x[:, 2:98], window), atol=1e-6)
     assert ft.view_augment(inputs, "test", finetune_recipe("i2md").config) is None
-    from skelkit.train.embed import embed_view
-
-    own = embed_view(inputs.run_config)  # the train side keeps the run's own embedding view
+    own = inputs.run.evaluation_view()  # the train side keeps the run's own embedding view
     assert type(ft.unaugmented_view(inputs, "train", config)) is type(own)
     # Crops of a long sequence differ between draws (the store's 20-40-frame walks are shorter
     # than CMD's 64-frame floor, so they are used whole); the train side draws per epoch.

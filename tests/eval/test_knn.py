@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from sklearn.neighbors import KNeighborsClassifier
 
 from skelkit.eval.cli import main
-from skelkit.eval.knn import knn_class_ranking, knn_evaluate
+from skelkit.knn import knn_class_ranking, knn_evaluate
 
 
 def _random_problem(rng: np.random.Generator, n_train: int = 400, n_test: int = 250,

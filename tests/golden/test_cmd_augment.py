@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from skelkit.store.rundir import RunDir
 from skelkit.train.augment import (
     CMDEvalView,
     cmd_eval_view,
@@ -22,8 +23,8 @@ from skelkit.train.augment import (
 )
 from skelkit.train.config import resolve_run_config
 from skelkit.train.data import build_augment
-from skelkit.train.embed import embed_view
 from skelkit.train.methods import CMD
+from skelkit.train.runs import Run
 from tests.golden.load import assert_exact, assert_forward, load_golden
 
 REPORT: dict[str, float] = {}
@@ -167,10 +168,10 @@ def test_downstream_view(eval_view: dict[str, np.ndarray]) -> None:
 
 
 def test_reference_runs_evaluate_on_the_centre_crop() -> None:
-    """``skeltrain embed``, the KNN monitor and fine-tuning take ``embed_view``: CMD's centre crop
-    in the published (reference) configs, the whole-sequence resize in paper mode."""
+    """``skeltrain embed``, the KNN monitor and fine-tuning take the run's evaluation view: CMD's
+    centre crop in the published (reference) configs, the whole-sequence resize in paper mode."""
     cfg = resolve_run_config("cmd", CMD, "cmd/ntu60")
     assert cfg.model.fidelity == "reference"
-    assert isinstance(embed_view(cfg), CMDEvalView)
+    assert isinstance(Run(RunDir("unused"), cfg).evaluation_view(), CMDEvalView)
     paper = resolve_run_config("cmd", CMD, "cmd/ntu60", ["model.fidelity=paper"])
-    assert not isinstance(embed_view(paper), CMDEvalView)
+    assert not isinstance(Run(RunDir("unused"), paper).evaluation_view(), CMDEvalView)

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from skelkit.store.layout import Layout
 from skelkit.train.checkpoint import load_checkpoint
 from skelkit.train.cli import main
-from skelkit.train.engine import load_run_config, method_class
+from skelkit.train.runs import load_run_config, method_class
 from tests.golden.load import assert_forward, load_golden, section
 from tests.golden.test_cmd_step import reference_state
 

@@ -13,7 +13,8 @@ import torch
 
 from skelkit.store.layout import NTU25
 from skelkit.train.importers.cmd import REFERENCE_SUFFIX, convert_cmd
-from skelkit.train.losses import info_nce_logits, mine_anchors
+from skelkit.train.losses.contrastive import info_nce_logits
+from skelkit.train.losses.distillation import mine_anchors
 from skelkit.train.methods import CMD
 from skelkit.train.methods.base import MoCoOutputs
 from tests.golden.load import (

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from skelkit.train.importers.ikem import MODALITY_LETTER, MODALITY_SUFFIX
-from skelkit.train.losses_crossview import cross_view_mining, cross_view_reference
+from skelkit.train.losses.crossview import cross_view_mining, cross_view_reference
 from tests.golden.ikem_helpers import (
     REFERENCE_NAME,
     SIX,

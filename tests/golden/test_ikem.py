@@ -11,7 +11,7 @@ import torch
 
 from skelkit.store.layout import NTU25
 from skelkit.train.importers.ikem import MODALITY_LETTER, MODALITY_SUFFIX, convert_ikem, rename_moco
-from skelkit.train.losses import info_nce_logits
+from skelkit.train.losses.contrastive import info_nce_logits
 from skelkit.train.methods.ikem import IKEM
 from tests.golden.ikem_helpers import (
     REFERENCE_NAME,

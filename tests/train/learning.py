@@ -29,13 +29,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from skelkit.knn import knn_evaluate
 from skelkit.store.embeddings import read_embeddings
 from skelkit.store.reader import open_store
-from skelkit.train.checkpoint import checkpoint_name, load_checkpoint
+from skelkit.store.rundir import checkpoint_name
+from skelkit.train.checkpoint import load_checkpoint
 from skelkit.train.config import resolve_run_config
 from skelkit.train.data import SkeletonDataset, build_augment, write_random_walk_store
-from skelkit.train.embed import embed_view, export_embeddings, knn_top1
-from skelkit.train.engine import build_method, load_run_config, method_class, train
+from skelkit.train.embed import export_embeddings
+from skelkit.train.engine import train
+from skelkit.train.runs import build_method, load_run_config, method_class, open_run
 
 PROTOCOL = "xsub"
 THREADS = 2
@@ -77,6 +80,12 @@ def build_synth_store(folder: Path, classes: int | None = None,
         result = runner.invoke(skelprep, args, catch_exceptions=False)
         assert result.exit_code == 0, result.output
     return store
+
+
+def knn_top1(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+             test_y: np.ndarray) -> float:
+    """Cosine 1-NN top-1, the KNN monitor's measure."""
+    return knn_evaluate(train_x, train_y, test_x, test_y, k=1).top1
 
 
 def raw_knn(store: Path, window: int = 64) -> float:
@@ -132,7 +141,7 @@ def calibrate_batchnorm(run_dir: Path, checkpoint: str, batch_size: int = 128) -
             module.momentum = None  # cumulative average over the pass
     method.train()
     ds = SkeletonDataset(cfg.data.store, PROTOCOL, "train", kind=method.input_kind, mode="embed",
-                         window=cfg.data.window, view=embed_view(cfg))
+                         window=cfg.data.window, view=open_run(run_dir).evaluation_view())
     for lo in range(0, len(ds), batch_size):
         items = ds.__getitems__(list(range(lo, min(lo + batch_size, len(ds)))))
         x = torch.from_numpy(np.stack([it["x"] for it in items]))

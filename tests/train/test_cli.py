@@ -131,15 +131,17 @@ def test_embed_writes_the_hdf5_contract(store: Path, tmp_path: Path) -> None:
     (["run", "cmd", "--store", "{store}", "--protocol", "xsub"], "no packaged config cmd/randomwalk"),
     (["run", "cmd", "--store", "{store}", "--protocol", "xsub", "--config", "tiny",
       "--set", "optim.lr=fast"], "optim.lr: expected a number"),
-    (["run", "cmd", "--resume", "{tmp}/nothing"], "not a run directory"),
-    (["embed", "--run", "{tmp}/nothing", "--out", "{tmp}/x.h5"], "not a run directory"),
+    (["run", "cmd", "--resume", "{tmp}/nothing"], "no such run directory"),
+    (["run", "cmd", "--resume", "{tmp}"], "not a run directory (no config.yaml)"),
+    (["embed", "--run", "{tmp}/nothing", "--out", "{tmp}/x.h5"], "no such run directory"),
+    (["embed", "--run", "{tmp}", "--out", "{tmp}/x.h5"], "not a run directory (no config.yaml)"),
 ])
 def test_bad_input_is_one_line_and_exit_2(store: Path, tmp_path: Path, args: list[str],
                                           message: str) -> None:
     args = [a.replace("{store}", str(store)).replace("{tmp}", str(tmp_path)) for a in args]
     code, out = invoke(*args)
     assert code == 2
-    assert out.startswith("skeltrain: error: ") and message in out
+    assert out.startswith(f"skeltrain {args[0]}: error: ") and message in out
     assert out.count("\n") == 1
 
 

@@ -12,7 +12,7 @@ from skelkit.train.config import (
     packaged_configs,
     resolve_run_config,
 )
-from skelkit.train.engine import method_class
+from skelkit.train.runs import method_class
 
 
 def resolve(method: str, config: str | None, overrides=(), cli=None):

@@ -9,12 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from skelkit.train.losses_crossview import (
-    cross_view_mining,
-    cross_view_total,
-    knowledge_mining,
-    mine_topk,
-)
+from skelkit.train.losses.crossview import cross_view_mining, knowledge_mining, mine_topk
 
 
 def _unit(*shape: int, seed: int) -> torch.Tensor:
@@ -64,7 +59,7 @@ def test_mined_index_comes_from_the_other_view():
 
 
 def test_k0_and_unit_weights_reduce_to_infonce():
-    from skelkit.train.losses import info_nce
+    from skelkit.train.losses.contrastive import info_nce
 
     z_u, zhat_u, bank_u = _unit(6, 8, seed=7), _unit(6, 8, seed=8), _unit(20, 8, seed=9)
     z_v, bank_v = _unit(6, 8, seed=10), _unit(20, 8, seed=11)
@@ -83,16 +78,6 @@ def test_knowledge_mining_eq5_pulls_in_own_topk():
     # Eq. 5 is Eq. 6 with v = u and no weighting.
     assert got == pytest.approx(_direct_eq6(z, zhat, bank, z, bank, 2, tau, weighted=False),
                                 rel=1e-5)
-
-
-def test_total_sums_every_ordered_pair_eq8():
-    views = [(_unit(4, 6, seed=s), _unit(4, 6, seed=s + 10), _unit(12, 6, seed=s + 20))
-             for s in range(3)]
-    q, k, b = (list(t) for t in zip(*views))
-    got = cross_view_total(q, k, b, k=1, temperature=0.1).item()
-    want = sum(_direct_eq6(q[u], k[u], b[u], q[v], b[v], 1, 0.1)
-               for u in range(3) for v in range(3) if u != v)
-    assert got == pytest.approx(want, rel=1e-5)
 
 
 def test_gradient_reaches_only_view_u():
@@ -134,7 +119,7 @@ def _batch(n: int = 4, t: int = 12, seed: int = 0) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("switch", [1, 3])
 def test_stage_switch_happens_at_the_configured_epoch(switch):
-    from skelkit.train.losses import info_nce
+    from skelkit.train.losses.contrastive import info_nce
 
     # momentum 1: the key branches never move, so the reference can re-encode the same views.
     model = _crossclr(cross_view_epoch=switch, momentum=1.0, topk=2)
@@ -153,7 +138,9 @@ def test_stage_switch_happens_at_the_configured_epoch(switch):
             want = sum(info_nce(q, k, b, 0.07).item() for q, k, b in zip(z_q, z_k, banks))
             assert logs["stage"] == 1.0
         else:
-            want = cross_view_total(z_q, z_k, banks, k=2, temperature=0.07).item()
+            # L_cross, CrosSCLR Eq. 8: Eq. 6 summed over every ordered pair of views.
+            want = sum(_direct_eq6(z_q[u], z_k[u], banks[u], z_q[v], banks[v], 2, 0.07)
+                       for u in range(len(mods)) for v in range(len(mods)) if u != v)
             assert logs["stage"] == 2.0
         assert loss.item() == pytest.approx(want, rel=1e-5)
         for m, k in zip(mods, z_k):  # every bank got this batch's keys at the same rows
@@ -247,7 +234,7 @@ def test_reference_init_draws_query_and_key_independently():
 
 
 def test_reference_stage_two_is_the_codes_loss_and_freezes_joint_and_bone_keys():
-    from skelkit.train.losses_crossview import cross_view_reference
+    from skelkit.train.losses.crossview import cross_view_reference
 
     model = _crossclr(fidelity="reference", cross_view_epoch=1, momentum=0.5,
                       switches={"dropout": 0.0})

@@ -15,13 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from skelkit.knn import knn_evaluate
 from skelkit.train.checkpoint import load_checkpoint
 from skelkit.train.config import OptimConfig, ScheduleConfig, resolve_run_config
 from skelkit.train.data import write_random_walk_store
-from skelkit.train.embed import knn_top1
-from skelkit.train.engine import EpochSchedule, NonFiniteLossError, build_optimizer, method_class, train
+from skelkit.train.engine import EpochSchedule, NonFiniteLossError, build_optimizer, train
 from skelkit.train.methods import METHODS
 from skelkit.train.methods.base import Method, MethodConfig
+from skelkit.train.runs import method_class
 
 FAST = ["data.num_workers=0", "engine.batch_size=4", "engine.knn_every=0",
         "engine.checkpoint_every=2", "model.queue_size=16", "engine.threads=1"]
@@ -156,15 +157,17 @@ def test_knn_monitor_logs_top1(store: Path, toy: Path, tmp_path: Path) -> None:
     assert rows[0]["knn_top1"] == "" and float(rows[1]["knn_top1"]) == pytest.approx(knn[1])
 
 
-def test_knn_top1_matches_a_direct_count() -> None:
+def test_monitor_knn_matches_a_direct_count() -> None:
+    """The monitor's measure, ``knn_evaluate(k=1).top1``: the nearest train sample's class."""
     rng = np.random.default_rng(0)
     train_x, test_x = rng.normal(size=(50, 6)), rng.normal(size=(30, 6))
     train_y, test_y = rng.integers(0, 4, 50), rng.integers(0, 4, 30)
     sims = (test_x / np.linalg.norm(test_x, axis=1, keepdims=True)) @ (
         train_x / np.linalg.norm(train_x, axis=1, keepdims=True)).T
     expected = float(np.mean(train_y[sims.argmax(1)] == test_y))
-    assert knn_top1(train_x, train_y, test_x, test_y, chunk=7) == pytest.approx(expected)
-    assert knn_top1(train_x, train_y, train_x * 3.0, train_y) == 1.0  # scale-free
+    knn = knn_evaluate(train_x, train_y, test_x, test_y, k=1, test_chunk=7, train_chunk=9)
+    assert knn.top1 == pytest.approx(expected)
+    assert knn_evaluate(train_x, train_y, train_x * 3.0, train_y, k=1).top1 == 1.0  # scale-free
 
 
 def test_optimizer_choice() -> None:

@@ -180,40 +180,42 @@ def ref_distill(teacher_key, teacher_bank, student_query, student_bank, k, tau_t
 def test_cluster_branch_reads_the_neighbours_of_its_own_view():
     method = small_method()
     b = batch()
-    emb = method.encode(b["q"], b["k"], b["gamma"])
+    out = method.encode(b["q"], b["k"], b["gamma"])
     for m in method.modalities:
-        branch, e = method.branch(m), emb[m]
+        branch = method.branch(m)
         keys, values = branch.queue.keys, branch.queue.values
         with torch.no_grad():
-            for view, z, enc, head, got in ((b["q"], e.z_q, branch.encoder_q, branch.head_q,
-                                             e.z_q_star),
-                                            (b["k"], e.z_k, branch.encoder_k, branch.head_k,
-                                             e.z_k_star)):
+            for view, z, enc, head, got in ((b["q"], out.z_q[m], branch.encoder_q, branch.head_q,
+                                             out.z_q_star[m]),
+                                            (b["k"], out.z_k[m], branch.encoder_k, branch.head_k,
+                                             out.z_k_star[m])):
                 slots = torch.argsort(z @ keys.t(), dim=1, descending=True)[:, :4]
                 x = method.derive_input(view, b["gamma"], m)
                 want = F.normalize(head(enc(x, values[slots])), dim=1)
                 torch.testing.assert_close(got, want)
-                torch.testing.assert_close(e.z_q if view is b["q"] else e.z_k,
-                                           F.normalize(head(enc(x)), dim=1))
+                torch.testing.assert_close(z, F.normalize(head(enc(x)), dim=1))
 
 
 def test_objective_is_eq9_and_eq10_from_their_parts():
     method = small_method()
     b = batch()
-    emb = method.encode(b["q"], b["k"], b["gamma"])
-    loss, logs = method.objective(method.loss_terms(emb))
+    out = method.encode(b["q"], b["k"], b["gamma"])
+    loss, logs = method.objective(method.loss_terms(out))
     tau, tt, ts, kc = 0.07, 0.05, 0.1, 8
     expected = torch.zeros(())
-    for m, e in emb.items():
-        scl = ref_info_nce(e.z_q, e.z_k, e.bank, tau)                                  # Eq. 1
-        scl_star = ref_info_nce(e.z_q_star, e.z_k_star, e.cluster_bank, tau)           # Eq. 7
-        imd = (ref_distill(e.z_k_star, e.cluster_bank, e.z_q, e.bank, kc, tt, ts)      # Eq. 8
-               + ref_distill(e.z_k, e.bank, e.z_q_star, e.cluster_bank, kc, tt, ts))
+    mods = method.modalities
+    for m in mods:
+        z_q, z_k, bank = out.z_q[m], out.z_k[m], out.bank[m]
+        z_q_star, z_k_star, cluster = out.z_q_star[m], out.z_k_star[m], out.cluster_bank[m]
+        scl = ref_info_nce(z_q, z_k, bank, tau)                                        # Eq. 1
+        scl_star = ref_info_nce(z_q_star, z_k_star, cluster, tau)                      # Eq. 7
+        imd = (ref_distill(z_k_star, cluster, z_q, bank, kc, tt, ts)                   # Eq. 8
+               + ref_distill(z_k, bank, z_q_star, cluster, kc, tt, ts))
         for name, value in ((f"scl/{m}", scl), (f"scl*/{m}", scl_star), (f"imd/{m}", imd)):
             assert logs[name] == pytest.approx(float(value.detach()), rel=1e-4, abs=1e-5), name
         expected = expected + scl + scl_star + imd                                      # Eq. 9
-    cmd = sum(ref_distill(emb[a].z_k, emb[a].bank, emb[s].z_q, emb[s].bank, kc, tt, ts)
-              for a in emb for s in emb if a != s)                                     # Eq. 5
+    cmd = sum(ref_distill(out.z_k[a], out.bank[a], out.z_q[s], out.bank[s], kc, tt, ts)
+              for a in mods for s in mods if a != s)                                   # Eq. 5
     expected = expected + 0.5 * cmd                                                     # Eq. 10
     assert logs["cmd"] == pytest.approx(float(cmd.detach()), rel=1e-4)
     assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-4)
@@ -238,10 +240,10 @@ def test_ablation_switches(switches, present, absent):
 def test_no_gradient_reaches_queues_or_key_encoders_and_queues_get_key_pairs():
     method = small_method()
     b = batch()
-    emb = method.encode(b["q"], b["k"], b["gamma"])
-    loss, _ = method.objective(method.loss_terms(emb))
+    out = method.encode(b["q"], b["k"], b["gamma"])
+    loss, _ = method.objective(method.loss_terms(out))
     ptr = int(method.branch("joint").queue.ptr)
-    method.enqueue(emb)
+    method.enqueue(out)
     loss.backward()
     for m in method.modalities:
         branch = method.branch(m)
@@ -253,9 +255,9 @@ def test_no_gradient_reaches_queues_or_key_encoders_and_queues_get_key_pairs():
         cross = branch.encoder_q.layers[0].cross_attention.in_proj_weight
         assert cross.grad is not None and cross.grad.abs().sum() > 0
         slots = slice(ptr, ptr + 4)
-        torch.testing.assert_close(branch.queue.keys[slots], emb[m].z_k)
-        torch.testing.assert_close(branch.queue.values[slots], emb[m].h_k)
-        torch.testing.assert_close(method.cluster_queues[m].keys[slots], emb[m].z_k_star)
+        torch.testing.assert_close(branch.queue.keys[slots], out.z_k[m])
+        torch.testing.assert_close(branch.queue.values[slots], out.h_k[m])
+        torch.testing.assert_close(method.cluster_queues[m].keys[slots], out.z_k_star[m])
 
 
 def test_embeddings_come_from_the_instance_branch():

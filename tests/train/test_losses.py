@@ -7,13 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from skelkit.train.losses import (
-    info_nce,
-    info_nce_logits,
-    kl_distillation,
-    mutual_distillation,
-    neighbour_distillation,
-)
+from skelkit.train.losses.contrastive import info_nce, info_nce_logits
+from skelkit.train.losses.distillation import kl_distillation, mutual_distillation, neighbour_distillation
 
 
 def _unit_rows(*shape: int, seed: int) -> torch.Tensor:

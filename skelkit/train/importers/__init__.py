@@ -26,7 +26,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from skelkit.errors import InputError
 from skelkit.store.layout import NTU25
+from skelkit.store.reader import open_store
+from skelkit.store.rundir import RunDir
 from skelkit.train.checkpoint import save_checkpoint
 from skelkit.train.config import (
     ConfigError,
@@ -36,6 +39,7 @@ from skelkit.train.config import (
     load_config_tree,
     resolve_config_path,
 )
+from skelkit.train.runs import method_class
 
 Converter = Callable[[dict[str, Tensor], Any], dict[str, Tensor]]
 FORMATS = ("cmd", "crossclr", "ikem", "ikem-student")
@@ -44,7 +48,7 @@ _MODULES = ("skelkit.train.importers.cmd", "skelkit.train.importers.ikem")
 LOG = logging.getLogger("skelkit.train")
 
 
-class ImportInputError(Exception):
+class ImportInputError(InputError):
     """A checkpoint that cannot be imported (refused, unreadable, wrong names or shapes); one
     line, the CLI exits 2."""
 
@@ -122,17 +126,14 @@ def import_checkpoint(fmt: str, checkpoint: str | Path, run_dir: str | Path, *,
                       config: str | None = None, overrides: list[str] | None = None,
                       store: str | None = None, protocol: str | None = None) -> dict[str, Any]:
     """Write ``run_dir`` from the released ``checkpoint`` of format ``fmt``; returns a summary."""
-    from skelkit.store.reader import open_store
-    from skelkit.train.engine import method_class
-
     if fmt not in FORMATS:
         raise ImportInputError(f"--from: one of {', '.join(FORMATS)}, got {fmt!r}")
     table = converters()
     if fmt not in table:
         raise ImportInputError(f"--from {fmt}: no converter in this installation "
                                f"(available: {', '.join(sorted(table)) or 'none'})")
-    run_dir = Path(run_dir)
-    if (run_dir / "checkpoints" / "last.pt").exists():
+    rundir = RunDir(run_dir)
+    if rundir.last_checkpoint.exists():
         raise ImportInputError(f"{run_dir} already holds a run; choose another --run-dir")
     state, meta = read_reference_checkpoint(checkpoint)
     cls = method_class(fmt)
@@ -166,17 +167,17 @@ def import_checkpoint(fmt: str, checkpoint: str | Path, run_dir: str | Path, *,
 
     epoch = int(meta.get("epoch", 0) or 0)
     source = {"format": fmt, "checkpoint": str(Path(checkpoint).resolve()), "epoch": epoch}
-    run_dir.mkdir(parents=True, exist_ok=True)
+    rundir.path.mkdir(parents=True, exist_ok=True)
     config_text = cfg.to_yaml()
-    (run_dir / "config.yaml").write_text(config_text)
-    last = save_checkpoint(run_dir / "checkpoints" / "last.pt", method=fmt, epoch=epoch,
+    rundir.config.write_text(config_text)
+    last = save_checkpoint(rundir.last_checkpoint, method=fmt, epoch=epoch,
                            model=method.state_dict(), optimizer=None, scheduler=None,
                            scaler=None, config_text=config_text,
                            extra={"layout": layout.to_attrs(), "imported_from": source})
     line = (f"imported {fmt} checkpoint {source['checkpoint']} (its epoch {epoch}): "
             f"{len(converted)} tensors, fidelity {cfg.model.fidelity}, layout {layout.name}")
-    with (run_dir / "train.log").open("a") as log:
+    with rundir.log.open("a") as log:
         log.write(line + "\n")
     LOG.info("%s", line)
-    return {"run_dir": str(run_dir), "checkpoint": str(last), "method": fmt, "epoch": epoch,
+    return {"run_dir": str(rundir.path), "checkpoint": str(last), "method": fmt, "epoch": epoch,
             "tensors": len(converted), "store": cfg.data.store}

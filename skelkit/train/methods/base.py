@@ -1,7 +1,11 @@
-"""The method interface the engine drives, and the validated ``model:`` config base.
+"""The method interface the engine drives, the MoCo base every contrastive method builds on, and
+the validated ``model:`` config bases.
 
 A method owns its encoders, heads and memory banks; the engine only calls ``training_step``
 (or ``forward``, which is the same, so DDP's gradient hooks fire), ``embed`` and ``encoder``.
+The order of one step is written once, in :meth:`Method.step`: the two views, ``encode`` (the
+queries; then, without gradient, the momentum update, the keys and the bank snapshots),
+``loss``, ``enqueue``. A MoCo-based method (:class:`MoCoMethod`) only writes its ``loss``.
 """
 
 from __future__ import annotations
@@ -11,16 +15,19 @@ import functools
 import types
 import typing
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from skelkit.store.layout import Layout
+from skelkit.train.augment import resize_linear
+from skelkit.train.config import coerce
 from skelkit.train.encoders import ENCODERS, build_encoder
 from skelkit.train.fidelity import FIDELITIES, SwitchTable
 from skelkit.train.moco import MoCoBranch
+from skelkit.train.modalities import derive
 
 
 @dataclasses.dataclass
@@ -43,7 +50,10 @@ class MethodConfig:
         if unknown:
             raise ValueError(f"unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
         hints = typing.get_type_hints(cls)
-        values = {k: _coerce(k, v, hints[k]) for k, v in d.items()}
+        try:
+            values = {k: coerce(k, v, hints[k]) for k, v in d.items()}
+        except ValueError as err:  # a plain ValueError: the caller names the section (model:)
+            raise ValueError(str(err)) from None
         defaults = cls()
         same_encoder = getattr(defaults, "encoder", None) == values.get("encoder", None) or (
             "encoder" not in values)
@@ -78,48 +88,34 @@ class MethodConfig:
     def validate(self) -> None:
         """Value checks beyond types; raise ValueError naming the key."""
 
-
-def check_moco_settings(cfg: Any) -> None:
-    """Checks shared by every MoCo-based config: encoder name, sizes, momentum, temperature."""
-    if cfg.encoder not in ENCODERS:
-        raise ValueError(f"encoder: {cfg.encoder!r} is not one of {', '.join(ENCODERS)}")
-    if cfg.feature_dim <= 0 or cfg.queue_size <= 0:
-        raise ValueError("feature_dim and queue_size must be positive")
-    if not 0.0 <= cfg.momentum <= 1.0:
-        raise ValueError(f"momentum: must lie in [0, 1], got {cfg.momentum}")
-    if cfg.temperature <= 0:
-        raise ValueError(f"temperature: must be positive, got {cfg.temperature}")
+    def trained_modalities(self) -> tuple[str, ...]:
+        """The modalities the method trains (its ``modalities`` setting)."""
+        return tuple(getattr(self, "modalities", ("joint",)))
 
 
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    origin = typing.get_origin(hint)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{key}: expected true/false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{key}: expected a string, got {value!r}")
-        return value
-    if origin is tuple:
-        if isinstance(value, str) or not isinstance(value, list | tuple):
-            raise ValueError(f"{key}: expected a list, got {value!r}")
-        return tuple(_coerce(key, v, typing.get_args(hint)[0]) for v in value)
-    if origin is dict or hint is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if origin in (typing.Union, types.UnionType):
-        return value
-    return value
+@dataclasses.dataclass
+class MoCoConfig(MethodConfig):
+    """The settings every MoCo-based method shares (MoCo v2: He et al. 2020): the encoder and its
+    arguments, the projection width, the bank size, the key momentum, the InfoNCE temperature and
+    the MLP head. A method's config subclasses it and may change the defaults."""
+
+    encoder: str = "stgcn"
+    encoder_args: dict[str, Any] = dataclasses.field(default_factory=dict)
+    feature_dim: int = 128
+    queue_size: int = 16384
+    momentum: float = 0.999
+    temperature: float = 0.07
+    mlp: bool = True
+
+    def validate(self) -> None:
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder: {self.encoder!r} is not one of {', '.join(ENCODERS)}")
+        if self.feature_dim <= 0 or self.queue_size <= 0:
+            raise ValueError("feature_dim and queue_size must be positive")
+        if not 0.0 <= self.momentum <= 1.0:
+            raise ValueError(f"momentum: must lie in [0, 1], got {self.momentum}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature: must be positive, got {self.temperature}")
 
 
 @dataclasses.dataclass
@@ -154,16 +150,32 @@ def stored_frames(x: np.ndarray) -> np.ndarray:
     return x
 
 
-class Method(nn.Module):
+@dataclasses.dataclass
+class StepResult:
+    """What one training step returns to the engine: the loss to backpropagate and scalar logs.
+    Methods extend it with the parts their golden tests read."""
+
+    loss: Tensor
+    logs: dict[str, float]
+
+
+C = TypeVar("C", bound=MethodConfig)
+MC = TypeVar("MC", bound=MoCoConfig)
+
+
+class Method(nn.Module, Generic[C]):
     """A self-supervised method: see the class attributes and the three engine-facing calls."""
 
     name: ClassVar[str]
     Config: ClassVar[type[MethodConfig]]
     input_kind: ClassVar[str]
     """``sequence``: CMD-style views cropped/resized from raw joints; ``fixed``: 50-frame joints."""
+    unit_axis: bool = True
+    """The hinge axis fed to an ``axis`` encoder is the unit one (IKEM's reference: raw)."""
     modalities: tuple[str, ...]
+    cfg: C
 
-    def __init__(self, cfg: MethodConfig, layout: Layout, num_bodies: int = 2) -> None:
+    def __init__(self, cfg: C, layout: Layout, num_bodies: int = 2) -> None:
         super().__init__()
         self.cfg, self.layout, self.num_bodies = cfg, layout, num_bodies
         self.behaviour = cfg.behaviour()
@@ -173,23 +185,44 @@ class Method(nn.Module):
     def training_step(self, batch: dict[str, Tensor], epoch: int) -> tuple[Tensor, dict[str, float]]:
         """batch["q"], batch["k"]: two augmented joint views (N, 3, T, V, M); batch["gamma"] (N,).
         Returns the loss to backpropagate and scalar logs; momentum update and enqueue inside."""
-        raise NotImplementedError
+        out = self.step(batch, epoch)
+        return out.loss, out.logs
 
     def forward(self, batch: dict[str, Tensor], epoch: int = 0) -> tuple[Tensor, dict[str, float]]:
         return self.training_step(batch, epoch)
 
-    def derive_input(self, x: Tensor, gamma: Tensor | None, modality: str) -> Tensor:
-        """The encoder input of ``modality`` from joints (N, 3, T, V, M); the method's own rules
-        (bone tree, time scale). Fine-tuning applies it before ``encoder(modality)``."""
+    def step(self, batch: dict[str, Tensor], epoch: int) -> StepResult:
+        """One training step with its parts, in the order of every reference (CMD
+        ``moco/builder_cmd.py`` lines 150-190, IKEM ``net/crossclr_6views.py``): encode both views
+        (the bank snapshots taken before this step writes), the loss, then the enqueue."""
+        q, k, gamma = batch_views(batch)
+        encoded = self.encode(q, k, gamma, epoch)
+        out = self.loss(encoded, epoch)
+        self.enqueue(encoded)
+        return out
+
+    def encode(self, q: Tensor, k: Tensor, gamma: Tensor, epoch: int = 0) -> Any:
+        """Everything the loss needs from the two views, banks read but not written."""
         raise NotImplementedError
 
-    def branch(self, modality: str) -> MoCoBranch:
+    def loss(self, encoded: Any, epoch: int) -> StepResult:
+        raise NotImplementedError
+
+    def enqueue(self, encoded: Any) -> None:
+        """Write this step's keys into the banks (after the loss read them)."""
+        raise NotImplementedError
+
+    def derive_input(self, x: Tensor, gamma: Tensor | None, modality: str) -> Tensor:
+        """The encoder input of ``modality`` from joints (N, 3, T, V, M) by the torch twins of the
+        store's modality formulas (``skelkit.train.modalities``); a method with its own rules
+        (CMD's bone tree and untimed motion) overrides it. Fine-tuning applies it before
+        ``encoder(modality)``."""
         self._check_modality(modality)
-        return self.branches[modality]  # type: ignore[return-value]
+        return derive(x, modality, gamma, self.layout, unit_axis=self.unit_axis)
 
     def encoder(self, modality: str) -> nn.Module:
         """The query encoder of ``modality`` (with ``.out_dim``), e.g. for fine-tuning."""
-        return self.branch(modality).encoder_q
+        raise NotImplementedError
 
     @torch.no_grad()
     def embed(self, x: Tensor, gamma: Tensor, modality: str) -> Tensor:
@@ -204,30 +237,60 @@ class Method(nn.Module):
         valid sequence resized to ``window`` frames for sequence methods, the stored frames for
         fixed-length ones. A method whose reference evaluates another view overrides this."""
         if cls.input_kind == "sequence":
-            from skelkit.train.augment import resize_linear
-
             return functools.partial(resize_linear, length=window)
         return stored_frames
 
-    # --- the MoCo step (MoCo v2: He et al. 2020, Algorithm 1) ------------------------------------
+    def _check_modality(self, modality: str) -> None:
+        if modality not in self.modalities:
+            raise ValueError(f"{self.name} trains {', '.join(self.modalities)}; "
+                             f"no {modality!r} encoder")
+
+
+class MoCoMethod(Method[MC]):
+    """One MoCo branch (query/key encoder, head, bank) per modality; owns the MoCo step (MoCo
+    v2: He et al. 2020, Algorithm 1). A subclass builds its branches and writes ``loss``."""
+
+    def __init__(self, cfg: MC, layout: Layout, num_bodies: int = 2,
+                 encoder_args: dict[str, Any] | None = None) -> None:
+        super().__init__(cfg, layout, num_bodies)
+        self.modalities = cfg.trained_modalities()
+        args = cfg.encoder_args if encoder_args is None else encoder_args
+        self.branches = nn.ModuleDict({m: self._make_branch(
+            cfg.encoder, args, cfg.feature_dim, cfg.queue_size, cfg.momentum, cfg.mlp)
+            for m in self.modalities})
+
+    def branch(self, modality: str) -> MoCoBranch:
+        self._check_modality(modality)
+        return cast(MoCoBranch, self.branches[modality])
+
+    def encoder(self, modality: str) -> nn.Module:
+        return self.branch(modality).encoder_q
+
+    def frozen_keys(self, epoch: int) -> tuple[str, ...]:
+        """Modalities whose key encoder skips the momentum update at ``epoch`` (none here)."""
+        return ()
+
+    def encode(self, q: Tensor, k: Tensor, gamma: Tensor, epoch: int = 0) -> MoCoOutputs:
+        return self.moco_encode(q, k, gamma, frozen_keys=self.frozen_keys(epoch))
+
+    def enqueue(self, encoded: MoCoOutputs) -> None:
+        self.moco_enqueue(encoded)
 
     def moco_encode(self, q: Tensor, k: Tensor, gamma: Tensor | None, *,
-                    modalities: Iterable[str] | None = None, frozen_keys: Iterable[str] = (),
-                    encode_query: Encode = _query, encode_key: Encode = _key) -> MoCoOutputs:
+                    frozen_keys: Iterable[str] = (), encode_query: Encode = _query,
+                    encode_key: Encode = _key) -> MoCoOutputs:
         """The queries of every modality, then, without gradient, per modality: the momentum
         update of its key branch (skipped for ``frozen_keys``), its key, and a copy of its bank.
 
-        This is the order of every reference (CMD ``moco/builder_cmd.py`` lines 150-190, IKEM
-        ``net/crossclr_6views.py``): the key encoder is updated before it encodes, its BatchNorm
-        runs in train mode on the key view's batch (no shuffled BatchNorm), and the bank read by
-        the losses is the one before this step's enqueue (``moco_enqueue``)."""
-        mods = tuple(self.modalities if modalities is None else modalities)
+        The key encoder is updated before it encodes, its BatchNorm runs in train mode on the key
+        view's batch (no shuffled BatchNorm), and the bank read by the losses is the one before
+        this step's enqueue (``moco_enqueue``)."""
         frozen = set(frozen_keys)
         out = MoCoOutputs()
-        for m in mods:
+        for m in self.modalities:
             out.z_q[m], out.h_q[m] = encode_query(m, self.branch(m), self.derive_input(q, gamma, m))
         with torch.no_grad():
-            for m in mods:
+            for m in self.modalities:
                 branch = self.branch(m)
                 if m not in frozen:
                     branch.momentum_update()
@@ -242,21 +305,6 @@ class Method(nn.Module):
         for m, z_k in out.z_k.items():
             queue = self.branch(m).queue
             queue.enqueue(z_k, out.h_k[m] if queue.value_dim else None)
-
-    # --- shared helpers ----------------------------------------------------------------------
-
-    def _check_modality(self, modality: str) -> None:
-        if modality not in self.modalities:
-            raise ValueError(f"{self.name} trains {', '.join(self.modalities)}; "
-                             f"no {modality!r} encoder")
-
-    def _build_branches(self, modalities: tuple[str, ...]) -> None:
-        """One MoCo branch (query/key encoder, head, queue) per modality, from the config."""
-        cfg: Any = self.cfg
-        self.modalities = tuple(modalities)
-        self.branches = nn.ModuleDict({m: self._make_branch(
-            cfg.encoder, cfg.encoder_args, cfg.feature_dim, cfg.queue_size, cfg.momentum, cfg.mlp)
-            for m in self.modalities})
 
     def _make_branch(self, encoder: str, encoder_args: dict[str, Any], feature_dim: int,
                      queue_size: int, momentum: float, mlp: bool) -> MoCoBranch:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -29,14 +29,15 @@ from torch import Tensor, nn
 from skelkit.store.layout import Layout
 from skelkit.train.augment import CMDEvalView
 from skelkit.train.fidelity import Switch, SwitchTable
-from skelkit.train.losses import info_nce, neighbour_distillation
+from skelkit.train.losses.contrastive import info_nce
+from skelkit.train.losses.distillation import neighbour_distillation
 from skelkit.train.methods.base import (
-    Method,
     MethodConfig,
+    MoCoConfig,
+    MoCoMethod,
     MoCoOutputs,
+    StepResult,
     View,
-    batch_views,
-    check_moco_settings,
 )
 from skelkit.train.moco import MoCoBranch
 from skelkit.train.modalities import bones, temporal_difference
@@ -84,22 +85,17 @@ def cmd_bone_parents(layout: Layout) -> tuple[int, ...]:
 
 
 @dataclasses.dataclass
-class CMDConfig(MethodConfig):
+class CMDConfig(MoCoConfig):
     SWITCHES: ClassVar[SwitchTable | None] = CMD_SWITCHES
     modalities: tuple[str, ...] = CMD_MODALITIES
     encoder: str = "bigru"
     encoder_args: dict[str, Any] = dataclasses.field(
         default_factory=lambda: {"hidden_size": 1024, "num_layers": 3})
-    feature_dim: int = 128
-    queue_size: int = 16384
-    momentum: float = 0.999
-    temperature: float = 0.07
     teacher_temperature: float = 0.05
     student_temperature: float = 0.1
     topk: int = 8192
     """K_c: anchors per teacher key."""
     cmd_weight: float = 1.0
-    mlp: bool = True
     bone_tree: str = "cmd"
 
     @classmethod
@@ -118,7 +114,7 @@ class CMDConfig(MethodConfig):
         return d
 
     def validate(self) -> None:
-        check_moco_settings(self)
+        super().validate()
         bad = [m for m in self.modalities if m not in CMD_MODALITIES]
         if bad or not self.modalities or len(set(self.modalities)) != len(self.modalities):
             raise ValueError(f"modalities: distinct names from {CMD_MODALITIES}, got "
@@ -164,18 +160,20 @@ def xavier_children(branch: MoCoBranch) -> None:
     branch.sync_key()
 
 
-class CMD(Method):
+CC = TypeVar("CC", bound=CMDConfig)
+
+
+class CMD(MoCoMethod[CC]):
     name: ClassVar[str] = "cmd"
     Config: ClassVar[type[MethodConfig]] = CMDConfig
     input_kind: ClassVar[str] = "sequence"
 
-    def __init__(self, cfg: CMDConfig, layout: Layout, num_bodies: int = 2) -> None:
+    def __init__(self, cfg: CC, layout: Layout, num_bodies: int = 2) -> None:
         super().__init__(cfg, layout, num_bodies)
         if cfg.bone_tree == "cmd":
             self.bone_parents, self.torso_normal = cmd_bone_parents(layout), None
         else:
             self.bone_parents, self.torso_normal = layout.parents, layout.torso_normal
-        self._build_branches(tuple(cfg.modalities))
         if getattr(self.behaviour, "init", "xavier_gru") == "xavier_children":
             for m in self.modalities:
                 xavier_children(self.branch(m))
@@ -205,7 +203,7 @@ class CMD(Method):
     def loss_terms(self, out: MoCoOutputs) -> dict[str, Tensor]:
         """``scl/m``: InfoNCE per modality (I²MD Eq. 1); ``md/a->b``: the six KL terms
         (I²MD Eq. 2-5)."""
-        cfg: CMDConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         terms = {f"scl/{m}": info_nce(out.z_q[m], out.z_k[m], out.bank[m], cfg.temperature)
                  for m in self.modalities}
         terms.update(cross_modal_distillation_terms(out.z_k, out.z_q, out.bank, cfg))
@@ -217,7 +215,7 @@ class CMD(Method):
     def objective(self, terms: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         """Sum of the within-modality terms + cmd_weight x sum of the KL terms: CMD's total
         (``pretrain_moco_cmd.py`` line 246), I²MD Eq. 10 with its Eq. 9 terms."""
-        cfg: CMDConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         zero = next(iter(terms.values())).new_zeros((), dtype=torch.float32)
         within = sum((t for n, t in terms.items() if not n.startswith("md/")), zero)
         distill = sum((t for n, t in terms.items() if n.startswith("md/")), zero)
@@ -227,9 +225,5 @@ class CMD(Method):
                      "cmd": float(distill.detach())})
         return loss, logs
 
-    def training_step(self, batch: dict[str, Tensor], epoch: int) -> tuple[Tensor, dict[str, float]]:
-        q, k, gamma = batch_views(batch)
-        out = self.moco_encode(q, k, gamma)
-        loss, logs = self.objective(self.loss_terms(out))
-        self.moco_enqueue(out)
-        return loss, logs
+    def loss(self, encoded: MoCoOutputs, epoch: int) -> StepResult:
+        return StepResult(*self.objective(self.loss_terms(encoded)))

@@ -22,8 +22,7 @@ last Linear (``net/crossclr_3views.py``, the MLP "hack").
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -36,10 +35,16 @@ from skelkit.train.encoders.stgcn import (
     stgcn_switch_args,
 )
 from skelkit.train.fidelity import Switch, SwitchTable
-from skelkit.train.losses import info_nce
-from skelkit.train.losses_crossview import MinedViewLoss, cross_view_mining, cross_view_reference
-from skelkit.train.methods.base import Method, MethodConfig, batch_views, check_moco_settings
-from skelkit.train.modalities import MODALITY_NAMES, derive
+from skelkit.train.losses.contrastive import info_nce
+from skelkit.train.losses.crossview import MinedViewLoss, cross_view_mining, cross_view_reference
+from skelkit.train.methods.base import (
+    MethodConfig,
+    MoCoConfig,
+    MoCoMethod,
+    MoCoOutputs,
+    StepResult,
+)
+from skelkit.train.modalities import MODALITY_NAMES
 
 INIT_SWITCH = Switch(
     "init", "normal", "default",
@@ -78,17 +83,12 @@ def normal_init_(module: nn.Module) -> None:
 
 
 @dataclasses.dataclass
-class CrosSCLRConfig(MethodConfig):
+class CrosSCLRConfig(MoCoConfig):
     SWITCHES: ClassVar[SwitchTable | None] = CROSSCLR_SWITCHES
     modalities: tuple[str, ...] = ("joint", "motion", "bone")
-    encoder: str = "stgcn"
     encoder_args: dict[str, Any] = dataclasses.field(
         default_factory=lambda: {"channel_multiplier": 0.25})
-    feature_dim: int = 128
     queue_size: int = 32768
-    momentum: float = 0.999
-    temperature: float = 0.07
-    mlp: bool = True
     topk: int = 1
     """K of the knowledge miner (Eq. 4)."""
     cross_view_epoch: int = 150
@@ -97,7 +97,7 @@ class CrosSCLRConfig(MethodConfig):
     """Weight view u's similarities by view v's (Eq. 6); false is the paper's "w/o EC"."""
 
     def validate(self) -> None:
-        check_moco_settings(self)
+        super().validate()
         check_no_switched_args(self.encoder_args)
         bad = [m for m in self.modalities if m not in MODALITY_NAMES]
         if bad or len(self.modalities) < 2 or len(set(self.modalities)) != len(self.modalities):
@@ -111,22 +111,10 @@ class CrosSCLRConfig(MethodConfig):
 
 
 @dataclasses.dataclass
-class ViewOutputs:
-    """Per modality: query embedding, query hidden feature, key embedding, bank snapshot."""
-
-    z_q: dict[str, Tensor]
-    h_q: dict[str, Tensor]
-    z_k: dict[str, Tensor]
-    bank: dict[str, Tensor]
-
-
-@dataclasses.dataclass
-class StepOutputs:
+class StepOutputs(StepResult):
     """One training step's loss and its parts (the golden tests read them)."""
 
-    loss: Tensor
-    logs: dict[str, float]
-    views: ViewOutputs
+    views: MoCoOutputs
     view_losses: dict[str, Tensor]
     """Per modality: its InfoNCE (stage one) or its cross-view loss (+ IKEM's exchange)."""
     cross: dict[str, MinedViewLoss] | None = None
@@ -138,28 +126,19 @@ class StepOutputs:
     exchange_losses: dict[str, Tensor] = dataclasses.field(default_factory=dict)
 
 
-class CrosSCLR(Method):
+CC = TypeVar("CC", bound=CrosSCLRConfig)
+
+
+class CrosSCLR(MoCoMethod[CC]):
     name: ClassVar[str] = "crossclr"
     Config: ClassVar[type[MethodConfig]] = CrosSCLRConfig
     input_kind: ClassVar[str] = "fixed"
-    unit_axis: bool = True
-    """The hinge axis fed to an ``axis`` encoder is the unit one (IKEM's reference: raw)."""
 
-    def __init__(self, cfg: CrosSCLRConfig, layout: Layout, num_bodies: int = 2) -> None:
-        super().__init__(cfg, layout, num_bodies)
-        self.behaviour = cfg.behaviour()
-        self.encoder_args = {**cfg.encoder_args,
-                             **stgcn_switch_args(cfg.encoder, self.behaviour)}
-        self.modalities = tuple(cfg.modalities)
-        self.branches = nn.ModuleDict({m: self._make_branch(
-            cfg.encoder, self.encoder_args, cfg.feature_dim, cfg.queue_size, cfg.momentum,
-            cfg.mlp) for m in self.modalities})
+    def __init__(self, cfg: CC, layout: Layout, num_bodies: int = 2) -> None:
+        switched = stgcn_switch_args(cfg.encoder, cfg.behaviour())
+        super().__init__(cfg, layout, num_bodies, encoder_args={**cfg.encoder_args, **switched})
         if self.behaviour.init == "normal":
             normal_init_(self.branches)  # after the key copies: keys start independent
-
-    def derive_input(self, x: Tensor, gamma: Tensor | None, modality: str) -> Tensor:
-        self._check_modality(modality)
-        return derive(x, modality, gamma, self.layout, unit_axis=self.unit_axis)
 
     def cross_view_stage(self, epoch: int) -> bool:
         """True from the configured epoch on: stage two, cross-view knowledge mining."""
@@ -169,33 +148,18 @@ class CrosSCLR(Method):
         """Modalities whose key encoder skips the momentum update in stage two."""
         return tuple(m for m in self.behaviour.stage_two_frozen_keys if m in self.modalities)
 
-    # --- shared by CrosSCLR and IKEM ---------------------------------------------------------
+    def frozen_keys(self, epoch: int) -> tuple[str, ...]:
+        """Stage two's frozen keys still run, in the module's mode, without momentum update."""
+        return self.stage_two_frozen_keys() if self.cross_view_stage(epoch) else ()
 
-    def encode_views(self, q: Tensor, k: Tensor, gamma: Tensor,
-                     frozen_keys: Iterable[str] = ()) -> ViewOutputs:
-        """Query and key embeddings of every modality; the key branches of ``frozen_keys`` skip
-        their momentum update (stage two) but still run, in the module's mode."""
-        frozen = set(frozen_keys)
-        out = ViewOutputs({}, {}, {}, {})
-        for m in self.modalities:
-            out.z_q[m], out.h_q[m] = self.branch(m).query(self.derive_input(q, gamma, m))
-        with torch.no_grad():
-            for m in self.modalities:
-                if m not in frozen:
-                    self.branch(m).momentum_update()
-                out.z_k[m], _ = self.branch(m).key(self.derive_input(k, gamma, m))
-                # Cloned: the enqueue after the step writes in place into a tensor autograd saved.
-                out.bank[m] = self.branch(m).queue.keys.clone()
-        return out
-
-    def view_loss(self, views: ViewOutputs, epoch: int) -> StepOutputs:
+    def loss(self, encoded: MoCoOutputs, epoch: int) -> StepOutputs:
         """Stage one: per-view InfoNCE (Eq. 1). Stage two: the cross-view loss of
         ``cross_view_loss`` per view u (paper: sum_{v != u} L_{v->u} of Eq. 6, summed as
         Eq. 8). The total is the sum over views."""
-        cfg: CrosSCLRConfig = self.cfg  # type: ignore[assignment]
-        mods = self.modalities
+        cfg, views, mods = self.cfg, encoded, self.modalities
+        stage_two = self.cross_view_stage(epoch)
         out = StepOutputs(views.z_q[mods[0]].new_zeros((), dtype=torch.float32), {}, views, {})
-        if not self.cross_view_stage(epoch):
+        if not stage_two:
             for u in mods:
                 out.view_losses[u] = info_nce(views.z_q[u], views.z_k[u], views.bank[u],
                                               cfg.temperature)
@@ -217,24 +181,5 @@ class CrosSCLR(Method):
             out.loss = out.loss + out.view_losses[u]
             # One log key per view in both stages (metrics.csv keeps the first epoch's columns).
             out.logs[f"contrast/{u}"] = float(out.view_losses[u].detach())
-        return out
-
-    def enqueue(self, views: ViewOutputs) -> None:
-        for m in self.modalities:
-            self.branch(m).queue.enqueue(views.z_k[m])
-
-    def step(self, batch: dict[str, Tensor], epoch: int) -> StepOutputs:
-        """One training step with its parts: momentum update, loss, enqueue."""
-        q, k, gamma = batch_views(batch)
-        stage_two = self.cross_view_stage(epoch)
-        views = self.encode_views(q, k, gamma, self.stage_two_frozen_keys() if stage_two else ())
-        out = self.view_loss(views, epoch)
-        self.enqueue(views)
         out.logs.update({"loss": float(out.loss.detach()), "stage": 2.0 if stage_two else 1.0})
         return out
-
-    # --- engine-facing -----------------------------------------------------------------------
-
-    def training_step(self, batch: dict[str, Tensor], epoch: int) -> tuple[Tensor, dict[str, float]]:
-        out = self.step(batch, epoch)
-        return out.loss, out.logs

@@ -20,8 +20,8 @@ with neighbours), which is the weight-sharing branch without a second GCN pass.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -30,8 +30,9 @@ from torch import Tensor, nn
 from skelkit.store.layout import Layout
 from skelkit.train.encoders.gcn_transformer import GCNTransformer
 from skelkit.train.fidelity import SwitchTable
-from skelkit.train.losses import info_nce, mutual_distillation
-from skelkit.train.methods.base import Encode, MethodConfig, MoCoOutputs, batch_views
+from skelkit.train.losses.contrastive import info_nce
+from skelkit.train.losses.distillation import mutual_distillation
+from skelkit.train.methods.base import Encode, MethodConfig, MoCoOutputs
 from skelkit.train.methods.cmd import CMD, EVAL_VIEW, CMDConfig, cross_modal_distillation_terms
 from skelkit.train.moco import FeatureQueue, MoCoBranch
 from skelkit.train.neighbours import retrieve_hidden
@@ -75,19 +76,16 @@ class I2MDConfig(CMDConfig):
 
 
 @dataclass
-class ModalityEmbeddings:
-    """One modality's embeddings of a batch and the queues as they were before this batch."""
+class I2MDOutputs(MoCoOutputs):
+    """The MoCo step's embeddings plus, per modality with the cluster-level branch, the
+    cluster-level query z*_q and key z*_k and the cluster bank before this step's enqueue."""
 
-    z_q: Tensor
-    z_k: Tensor
-    h_k: Tensor
-    bank: Tensor
-    z_q_star: Tensor | None = None
-    z_k_star: Tensor | None = None
-    cluster_bank: Tensor | None = None
+    z_q_star: dict[str, Tensor] = field(default_factory=dict)
+    z_k_star: dict[str, Tensor] = field(default_factory=dict)
+    cluster_bank: dict[str, Tensor] = field(default_factory=dict)
 
 
-class I2MD(CMD):
+class I2MD(CMD[I2MDConfig]):
     name: ClassVar[str] = "i2md"
     Config: ClassVar[type[MethodConfig]] = I2MDConfig
     input_kind: ClassVar[str] = "sequence"
@@ -102,7 +100,7 @@ class I2MD(CMD):
     def _make_branch(self, encoder: str, encoder_args: dict[str, Any], feature_dim: int,
                      queue_size: int, momentum: float, mlp: bool) -> MoCoBranch:
         # Without the cluster branch the cross-attention blocks would sit unused (and trip DDP).
-        args = {"cross_attention": self.cfg.imd, **encoder_args}  # type: ignore[attr-defined]
+        args = {"cross_attention": self.cfg.imd, **encoder_args}
         try:
             enc = GCNTransformer(3, self.layout, self.num_bodies, **args)
         except TypeError as exc:
@@ -112,11 +110,11 @@ class I2MD(CMD):
 
     # --- the three stages of a training step ---------------------------------------------------
 
-    def encode(self, q: Tensor, k: Tensor, gamma: Tensor) -> dict[str, ModalityEmbeddings]:
+    def encode(self, q: Tensor, k: Tensor, gamma: Tensor, epoch: int = 0) -> I2MDOutputs:
         """Both branches of every modality on the two views; momentum update of the key side
-        (the shared MoCo step, ``Method.moco_encode``). Queues are read (neighbours, banks) but
-        not written."""
-        cfg: I2MDConfig = self.cfg  # type: ignore[assignment]
+        (the shared MoCo step, ``MoCoMethod.moco_encode``). Queues are read (neighbours, banks)
+        but not written."""
+        cfg = self.cfg
         tokens: dict[tuple[str, str], Tensor] = {}
 
         def encode(side: str) -> Encode:
@@ -129,58 +127,48 @@ class I2MD(CMD):
             return run
 
         moco = self.moco_encode(q, k, gamma, encode_query=encode("q"), encode_key=encode("k"))
-        out = {}
-        for m in self.modalities:
+        out = I2MDOutputs(**vars(moco))
+        if not cfg.imd:
+            return out
+        for m in self.modalities:  # Dynamic Neighbours Aggregation (Section 3.3.1)
             branch = self.branch(m)
-            emb = ModalityEmbeddings(moco.z_q[m], moco.z_k[m], moco.h_k[m], moco.bank[m])
-            if cfg.imd:  # Dynamic Neighbours Aggregation (Section 3.3.1)
-                encoder_q: GCNTransformer = branch.encoder_q  # type: ignore[assignment]
-                encoder_k: GCNTransformer = branch.encoder_k  # type: ignore[assignment]
-                context_q = retrieve_hidden(emb.z_q, branch.queue, cfg.neighbours)
-                emb.z_q_star = F.normalize(
-                    branch.head_q(encoder_q.transform(tokens[m, "q"], context_q)), dim=1)
-                with torch.no_grad():
-                    context_k = retrieve_hidden(emb.z_k, branch.queue, cfg.neighbours)
-                    emb.z_k_star = F.normalize(
-                        branch.head_k(encoder_k.transform(tokens[m, "k"], context_k)), dim=1)
-                    emb.cluster_bank = self.cluster_queues[m].keys.clone()
-            out[m] = emb
+            encoder_q = cast(GCNTransformer, branch.encoder_q)
+            encoder_k = cast(GCNTransformer, branch.encoder_k)
+            context_q = retrieve_hidden(out.z_q[m], branch.queue, cfg.neighbours)
+            out.z_q_star[m] = F.normalize(
+                branch.head_q(encoder_q.transform(tokens[m, "q"], context_q)), dim=1)
+            with torch.no_grad():
+                context_k = retrieve_hidden(out.z_k[m], branch.queue, cfg.neighbours)
+                out.z_k_star[m] = F.normalize(
+                    branch.head_k(encoder_k.transform(tokens[m, "k"], context_k)), dim=1)
+                out.cluster_bank[m] = self.cluster_queues[m].keys.clone()
         return out
 
-    def loss_terms(self, emb: dict[str, ModalityEmbeddings]) -> dict[str, Tensor]:
+    def loss_terms(self, out: MoCoOutputs) -> dict[str, Tensor]:
         """Every named term of Eq. 9-10 (``scl/m``, ``scl*/m``, ``imd/m``, ``md/a->b``)."""
-        cfg: I2MDConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         terms: dict[str, Tensor] = {}
-        for m, e in emb.items():
-            terms[f"scl/{m}"] = info_nce(e.z_q, e.z_k, e.bank, cfg.temperature)  # I²MD Eq. 1
-            if cfg.imd:
-                assert e.z_q_star is not None and e.z_k_star is not None
-                assert e.cluster_bank is not None
+        for m in self.modalities:
+            terms[f"scl/{m}"] = info_nce(out.z_q[m], out.z_k[m], out.bank[m],  # I²MD Eq. 1
+                                         cfg.temperature)
+            if isinstance(out, I2MDOutputs) and m in out.z_q_star:
+                z_q_star, z_k_star = out.z_q_star[m], out.z_k_star[m]
                 # I²MD Eq. 7: cluster-level InfoNCE against the cluster-level queue.
-                terms[f"scl*/{m}"] = info_nce(e.z_q_star, e.z_k_star, e.cluster_bank,
+                terms[f"scl*/{m}"] = info_nce(z_q_star, z_k_star, out.cluster_bank[m],
                                               cfg.temperature)
                 if cfg.imd_distill:
                     # I²MD Eq. 8: KL(p(z*_k) || p(z_q)) + KL(p(z_k) || p(z*_q)), CMD's term with
                     # the IDB and the CDB as the two entities (index-aligned queues).
                     terms[f"imd/{m}"] = mutual_distillation(
-                        e.z_k, e.z_q, e.bank, e.z_k_star, e.z_q_star, e.cluster_bank,
-                        cfg.topk, cfg.teacher_temperature, cfg.student_temperature)
+                        out.z_k[m], out.z_q[m], out.bank[m], z_k_star, z_q_star,
+                        out.cluster_bank[m], cfg.topk, cfg.teacher_temperature,
+                        cfg.student_temperature)
         if cfg.cmd:  # I²MD Eq. 4-5 between the modalities' instance branches
-            terms.update(cross_modal_distillation_terms(
-                {m: e.z_k for m, e in emb.items()}, {m: e.z_q for m, e in emb.items()},
-                {m: e.bank for m, e in emb.items()}, cfg))
+            terms.update(cross_modal_distillation_terms(out.z_k, out.z_q, out.bank, cfg))
         return terms
 
-    def enqueue(self, emb: dict[str, ModalityEmbeddings]) -> None:
-        self.moco_enqueue(MoCoOutputs(z_k={m: e.z_k for m, e in emb.items()},
-                                      h_k={m: e.h_k for m, e in emb.items()}))
-        for m, e in emb.items():
-            if e.z_k_star is not None:
-                self.cluster_queues[m].enqueue(e.z_k_star)
-
-    def training_step(self, batch: dict[str, Tensor], epoch: int) -> tuple[Tensor, dict[str, float]]:
-        q, k, gamma = batch_views(batch)
-        emb = self.encode(q, k, gamma)
-        loss, logs = self.objective(self.loss_terms(emb))
-        self.enqueue(emb)
-        return loss, logs
+    def enqueue(self, encoded: MoCoOutputs) -> None:
+        self.moco_enqueue(encoded)
+        if isinstance(encoded, I2MDOutputs):
+            for m, z_k_star in encoded.z_k_star.items():
+                self.cluster_queues[m].enqueue(z_k_star)

@@ -26,8 +26,8 @@ from skelkit.store.layout import Layout
 from skelkit.train.encoders.stgcn import DROPOUT_SWITCH, GRAPH_SWITCH
 from skelkit.train.fidelity import Switch, SwitchTable
 from skelkit.train.heads import ProjectionHead
-from skelkit.train.losses import info_nce_logits
-from skelkit.train.methods.base import MethodConfig
+from skelkit.train.losses.contrastive import info_nce_logits
+from skelkit.train.methods.base import MethodConfig, MoCoOutputs
 from skelkit.train.methods.crossclr import (
     CROSS_VIEW_LOSS_SWITCH,
     INIT_SWITCH,
@@ -78,7 +78,7 @@ class IKEMConfig(CrosSCLRConfig):
             raise ValueError(f"ikem_weight: must be >= 0, got {self.ikem_weight}")
 
 
-class IKEM(CrosSCLR):
+class IKEM(CrosSCLR[IKEMConfig]):
     name: ClassVar[str] = "ikem"
     Config: ClassVar[type[MethodConfig]] = IKEMConfig
     input_kind: ClassVar[str] = "fixed"
@@ -96,16 +96,16 @@ class IKEM(CrosSCLR):
             normal_init_(self.exchange)
 
     def stage_two_frozen_keys(self) -> tuple[str, ...]:
-        return tuple(self.cfg.frozen_key_modalities)  # type: ignore[attr-defined]
+        return tuple(self.cfg.frozen_key_modalities)
 
     def mapped_query(self, modality: str, hidden: Tensor) -> Tensor:
         """z~_u = g~_u(f_u), L2-normalised (IKEM §2.1)."""
         return F.normalize(self.exchange[modality](hidden), dim=1)
 
-    def step(self, batch: dict[str, Tensor], epoch: int) -> StepOutputs:
-        out = super().step(batch, epoch)
-        cfg: IKEMConfig = self.cfg  # type: ignore[assignment]
-        views, mods = out.views, self.modalities
+    def loss(self, encoded: MoCoOutputs, epoch: int) -> StepOutputs:
+        """CrosSCLR's loss, plus in stage two ikem_weight x L_ikem (IKEM Eq. 1-2)."""
+        out = super().loss(encoded, epoch)
+        cfg, views, mods = self.cfg, encoded, self.modalities
         ikem = out.loss.new_zeros(())
         if self.cross_view_stage(epoch):
             # z^_c and M_c: the unit concatenations of the keys and of the bank rows (the banks

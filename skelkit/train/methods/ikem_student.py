@@ -23,10 +23,11 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import Tensor, nn
 
 from skelkit.store.layout import Layout
+from skelkit.store.reader import StoreError, open_store
+from skelkit.store.rundir import RunDir, RunDirError
 from skelkit.train.checkpoint import CheckpointError, load_checkpoint
 from skelkit.train.config import ConfigError
 from skelkit.train.encoders import ENCODERS, build_encoder
@@ -38,18 +39,13 @@ from skelkit.train.encoders.stgcn import (
 )
 from skelkit.train.fidelity import Switch, SwitchTable
 from skelkit.train.heads import ProjectionHead
-from skelkit.train.losses_crossview import (
-    MinedViewLoss,
-    bank_similarities,
-    mined_view_loss,
-    positive_mask,
-    relational_distillation,
-)
-from skelkit.train.methods.base import Method, MethodConfig, batch_views
+from skelkit.train.losses.crossview import MinedViewLoss, bank_similarities, mined_view_loss, positive_mask
+from skelkit.train.losses.ikem import relational_distillation
+from skelkit.train.methods.base import Method, MethodConfig, StepResult
 from skelkit.train.methods.crossclr import INIT_SWITCH, normal_init_
 from skelkit.train.methods.ikem import IKEM, IKEMConfig
 from skelkit.train.moco import FeatureQueue
-from skelkit.train.modalities import MODALITY_NAMES, derive
+from skelkit.train.modalities import MODALITY_NAMES
 
 DISTILL_LOSS_SWITCH = Switch(
     "distill_loss", "reference", "paper",
@@ -99,6 +95,11 @@ class IKEMStudentConfig(MethodConfig):
     queue_size: int = 32768
     temperature: float = 0.07
 
+    def __post_init__(self) -> None:
+        # Absolute, so the resolved config of the run names the teacher from anywhere.
+        if self.teacher:
+            self.teacher = str(Path(self.teacher).resolve())
+
     def validate(self) -> None:
         if not self.teacher:
             raise ValueError("teacher: the student needs a teacher run directory "
@@ -118,11 +119,24 @@ class IKEMStudentConfig(MethodConfig):
 
 
 @dataclasses.dataclass
-class StudentStepOutputs:
+class StudentEncodings:
+    """One batch through the frozen teacher (key side) and the student (query side), with the
+    teacher queues as they were before this step's enqueue."""
+
+    teacher_views: list[Tensor]
+    """z^t_v per teacher modality, in config order."""
+    teacher_concat: Tensor
+    """z^t, the unit concatenation of the teacher views."""
+    bank: Tensor
+    view_banks: dict[str, Tensor]
+    students: dict[str, Tensor]
+    """s_u per student stream (with gradient)."""
+
+
+@dataclasses.dataclass
+class StudentStepOutputs(StepResult):
     """One student step's loss and its parts (the golden tests read them)."""
 
-    loss: Tensor
-    logs: dict[str, float]
     stream_losses: dict[str, Tensor]
     """Per student stream u: its distillation loss."""
     students: dict[str, MinedViewLoss]
@@ -137,15 +151,15 @@ def load_teacher(run_dir: str | Path, layout: Layout, num_bodies: int,
                  feature_dim: int = 128) -> IKEM:
     """The frozen IKEM of ``run_dir`` (eval mode, no gradients), checked against the student's
     expectations and the store's layout; raises :class:`TeacherError` with the reason."""
-    run_dir = Path(run_dir)
-    config_path = run_dir / "config.yaml"
-    if not config_path.is_file():
+    rundir = RunDir(run_dir)
+    run_dir, config_path = rundir.path, rundir.config
+    if not rundir.is_run():
         raise TeacherError(f"teacher {run_dir}: not a run directory (no config.yaml)")
     try:
-        tree = yaml.safe_load(config_path.read_text())
-    except yaml.YAMLError as exc:
-        raise TeacherError(f"teacher {config_path}: invalid YAML ({exc})") from None
-    method = tree.get("method") if isinstance(tree, dict) else None
+        tree = rundir.read_config()
+    except RunDirError as exc:
+        raise TeacherError(f"teacher {exc}") from None
+    method = tree.get("method")
     if method != IKEM.name:
         raise TeacherError(f"teacher {run_dir}: a {method!r} run; the student needs an "
                            f"{IKEM.name!r} run with the modalities {', '.join(modalities)}")
@@ -161,7 +175,7 @@ def load_teacher(run_dir: str | Path, layout: Layout, num_bodies: int,
                            f"student config says teacher_feature_dim {feature_dim}")
     _check_teacher_layout(run_dir, tree, layout)
     try:
-        ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+        ckpt = load_checkpoint(rundir.last_checkpoint)
     except CheckpointError as exc:
         raise TeacherError(f"teacher: {exc}") from None
     if ckpt.get("method") != IKEM.name:
@@ -187,8 +201,6 @@ def _check_teacher_layout(run_dir: Path, tree: dict[str, Any], layout: Layout) -
     store_path = (tree.get("data") or {}).get("store")
     if not store_path or not Path(store_path).exists():
         return  # the state-dict check below still compares the layout-derived graph
-    from skelkit.store.reader import StoreError, open_store
-
     try:
         teacher_layout = open_store(store_path).layout
     except StoreError:
@@ -216,14 +228,13 @@ def _check_state_matches(run_dir: Path, expected: dict[str, Tensor],
                                "store's layout")
 
 
-class IKEMStudent(Method):
+class IKEMStudent(Method[IKEMStudentConfig]):
     name: ClassVar[str] = "ikem-student"
     Config: ClassVar[type[MethodConfig]] = IKEMStudentConfig
     input_kind: ClassVar[str] = "fixed"
 
     def __init__(self, cfg: IKEMStudentConfig, layout: Layout, num_bodies: int = 2) -> None:
         super().__init__(cfg, layout, num_bodies)
-        self.behaviour = cfg.behaviour()
         self.modalities = tuple(cfg.modalities)
         n_teacher, width = len(cfg.teacher_modalities), cfg.teacher_feature_dim
         encoder_args = {**cfg.encoder_args, **stgcn_switch_args(cfg.encoder, self.behaviour)}
@@ -250,8 +261,6 @@ class IKEMStudent(Method):
         # student run therefore needs its teacher run also to embed).
         if not Path(cfg.teacher).is_dir():
             raise TeacherError(f"teacher {cfg.teacher}: no such run directory")
-        # Absolute, so the resolved config of the run names the teacher from anywhere.
-        cfg.teacher = str(Path(cfg.teacher).resolve())
         self._teacher = (load_teacher(cfg.teacher, layout, num_bodies,
                                       tuple(cfg.teacher_modalities), cfg.teacher_feature_dim),)
 
@@ -263,10 +272,6 @@ class IKEMStudent(Method):
     def encoder(self, modality: str) -> nn.Module:
         self._check_modality(modality)
         return self.encoders[modality]
-
-    def derive_input(self, x: Tensor, gamma: Tensor | None, modality: str) -> Tensor:
-        self._check_modality(modality)
-        return derive(x, modality, gamma, self.layout)
 
     def student_embedding(self, x: Tensor, gamma: Tensor | None, modality: str) -> Tensor:
         """s_u = unit(g~'_u(f_u)) of student stream ``modality`` from joints."""
@@ -294,44 +299,48 @@ class IKEMStudent(Method):
             return "bone"
         return modality
 
-    def step(self, batch: dict[str, Tensor], epoch: int) -> StudentStepOutputs:
-        """One step with its parts: teacher and student embeddings, loss, enqueue."""
-        cfg: IKEMStudentConfig = self.cfg  # type: ignore[assignment]
-        q, k, gamma = batch_views(batch)
+    def encode(self, q: Tensor, k: Tensor, gamma: Tensor, epoch: int = 0) -> StudentEncodings:
+        """The teacher's views of ``k`` and their unit concatenation, the queue snapshots, then
+        the student streams of ``q``."""
         views = self.teacher_views(k, gamma)
+        return StudentEncodings(
+            teacher_views=views,
+            teacher_concat=F.normalize(torch.cat(views, dim=1), dim=1),  # z^t
+            bank=self.queue.keys.clone(),
+            view_banks={v: self.teacher_queues[v].keys.clone() for v in self.cfg.teacher_modalities},
+            students={u: self.student_embedding(q, gamma, u) for u in self.modalities})
+
+    def loss(self, encoded: StudentEncodings, epoch: int) -> StudentStepOutputs:
+        """Per student stream: the authors' mined form (``distill_loss: reference``) or IKEM
+        Eq. 7 summed over the teacher modalities as Eq. 8; the total sums the streams."""
+        cfg, enc = self.cfg, encoded
         teacher_names = tuple(cfg.teacher_modalities)
-        teacher_concat = F.normalize(torch.cat(views, dim=1), dim=1)  # z^t
-        bank = self.queue.keys.clone()
-        view_banks = {v: self.teacher_queues[v].keys.clone() for v in teacher_names}
-        out = StudentStepOutputs(teacher_concat.new_zeros(()), {}, {}, {})
+        out = StudentStepOutputs(enc.teacher_concat.new_zeros(()), {}, {}, {})
         miners: list[tuple[Tensor, Tensor]] = []  # (q_x . Q_x, positive mask of x)
         if self.behaviour.distill_loss == "reference":
-            for v, view in zip(teacher_names, views, strict=True):
-                sims_v = bank_similarities(view, view_banks[self.context_queue_of(v)])
+            for v, view in zip(teacher_names, enc.teacher_views, strict=True):
+                sims_v = bank_similarities(view, enc.view_banks[self.context_queue_of(v)])
                 out.masks[v] = positive_mask(sims_v, 1)
                 miners.append((sims_v, out.masks[v]))
-        for u in self.modalities:
-            student = self.student_embedding(q, gamma, u)
+        for u, student in enc.students.items():
             if self.behaviour.distill_loss == "reference":
-                positive = (student.float() * teacher_concat).sum(dim=1)
-                out.students[u] = mined_view_loss(positive, bank_similarities(student, bank),
+                positive = (student.float() * enc.teacher_concat).sum(dim=1)
+                out.students[u] = mined_view_loss(positive, bank_similarities(student, enc.bank),
                                                   miners, cfg.temperature)
                 stream = out.students[u].loss
             else:
                 stream = out.loss.new_zeros(())
-                for v, view in zip(teacher_names, views, strict=True):
+                for v, view in zip(teacher_names, enc.teacher_views, strict=True):
                     stream = stream + relational_distillation(  # IKEM Eq. 7, summed as Eq. 8
-                        student, teacher_concat, bank, view,
-                        view_banks[self.context_queue_of(v)], cfg.temperature)
+                        student, enc.teacher_concat, enc.bank, view,
+                        enc.view_banks[self.context_queue_of(v)], cfg.temperature)
             out.stream_losses[u] = stream
             out.loss = out.loss + stream
             out.logs[f"ts/{u}"] = float(stream.detach())
-        self.queue.enqueue(teacher_concat)
-        for v, view in zip(teacher_names, views, strict=True):
-            self.teacher_queues[v].enqueue(view)
         out.logs["loss"] = float(out.loss.detach())
         return out
 
-    def training_step(self, batch: dict[str, Tensor], epoch: int) -> tuple[Tensor, dict[str, float]]:
-        out = self.step(batch, epoch)
-        return out.loss, out.logs
+    def enqueue(self, encoded: StudentEncodings) -> None:
+        self.queue.enqueue(encoded.teacher_concat)
+        for v, view in zip(self.cfg.teacher_modalities, encoded.teacher_views, strict=True):
+            self.teacher_queues[v].enqueue(view)

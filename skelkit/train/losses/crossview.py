@@ -1,16 +1,13 @@
-"""Cross-view losses of CrosSCLR and IKEM as pure functions; temperatures are arguments.
+"""Cross-view knowledge mining of CrosSCLR (Eq. 4-8) in the paper's form and in the authors' form.
 
-Embeddings are L2-normalised rows (N, D); a memory bank is (K, D) with one key per row. The banks
-of different views hold the same samples at the same rows (they are written together), which is
-what lets one view's mined indices and similarities address another view's bank.
+The banks of different views hold the same samples at the same rows (they are written together),
+which is what lets one view's mined indices and similarities address another view's bank.
 
 Reading of the papers (where they leave a choice open):
 - CrosSCLR Eq. 6 prints ``exp(s_i^u s_i^v)/tau)``; we read it as ``exp(s_i^u s_i^v / tau)``, so
   with K = 0 and every weight 1 it is exactly InfoNCE (Eq. 1).
 - The other view's similarities s^v are knowledge handed to view u: detached, so L_{v->u} trains
   view u only (view v learns from L_{u->v}).
-- IKEM's concatenated embeddings are unit vectors: the concatenation of n unit embeddings divided
-  by sqrt(n); the mapped query z~_u is L2-normalised, so every logit is a cosine over tau.
 
 The authors' code computes a different loss (fidelity ``reference``, golden
 ``crossview_loss.npz``; ``processor/pretrain_crossclr_6views.py`` lines 87-131 of IKEM, the same
@@ -25,14 +22,13 @@ same form with the student's embedding in place of q_u and the teacher's in plac
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from skelkit.train.losses import _full_precision
+from skelkit.train.losses.common import check_pair, full_precision
 
 
 def mine_topk(similarities: Tensor, k: int) -> Tensor:
@@ -63,7 +59,7 @@ def context_contrast(positive: Tensor, context: Tensor, mined: Tensor, temperatu
 def knowledge_mining(query: Tensor, key: Tensor, bank: Tensor, k: int = 1,
                      temperature: float = 0.07) -> Tensor:
     """L_KM, CrosSCLR Eq. 5: InfoNCE whose positives also include the top-k bank entries."""
-    _check_view(query, key, bank)
+    check_pair(query, key, bank)
     sims = query.float() @ bank.detach().float().t()
     return context_contrast((query * key).sum(dim=1), sims, mine_topk(sims, k), temperature)
 
@@ -77,8 +73,8 @@ def cross_view_mining(query_u: Tensor, key_u: Tensor, bank_u: Tensor, query_v: T
     similarity of view u is weighted by view v's, s_i^u s_i^v (``embedding_context=False`` sets
     s_i^v = 1, the paper's "w/o EC" ablation). Gradients reach ``query_u`` only.
     """
-    _check_view(query_u, key_u, bank_u)
-    _check_view(query_v, query_v, bank_v)
+    check_pair(query_u, key_u, bank_u)
+    check_pair(query_v, query_v, bank_v)
     if bank_u.shape[0] != bank_v.shape[0] or query_u.shape[0] != query_v.shape[0]:
         raise ValueError("views u and v need the same batch and the same bank size (shared rows)")
     s_u = query_u.float() @ bank_u.detach().float().t()
@@ -87,93 +83,7 @@ def cross_view_mining(query_u: Tensor, key_u: Tensor, bank_u: Tensor, query_v: T
     return context_contrast((query_u * key_u).sum(dim=1), context, mine_topk(s_v, k), temperature)
 
 
-def cross_view_total(queries: Sequence[Tensor], keys: Sequence[Tensor], banks: Sequence[Tensor],
-                     k: int = 1, temperature: float = 0.07, embedding_context: bool = True
-                     ) -> Tensor:
-    """L_cross = sum_u sum_{v != u} L_{v->u}, CrosSCLR Eq. 7-8 (every ordered pair of views)."""
-    n = len(queries)
-    if n < 2 or len(keys) != n or len(banks) != n:
-        raise ValueError(f"need at least two views with one key and bank each, got {n}")
-    total = queries[0].new_zeros((), dtype=torch.float32)
-    for u in range(n):
-        for v in range(n):
-            if u != v:
-                total = total + cross_view_mining(queries[u], keys[u], banks[u], queries[v],
-                                                  banks[v], k, temperature, embedding_context)
-    return total
-
-
-def concat_unit(embeddings: Sequence[Tensor]) -> Tensor:
-    """[z_1, ..., z_n] / sqrt(n): the unit concatenation of n unit embeddings (IKEM z^_c)."""
-    if not embeddings:
-        raise ValueError("need at least one embedding to concatenate")
-    return torch.cat(list(embeddings), dim=-1) / math.sqrt(len(embeddings))
-
-
-def implicit_exchange(mapped_query: Tensor, concat_key: Tensor, concat_bank: Tensor,
-                      temperature: float = 0.07) -> Tensor:
-    """L_u, IKEM Eq. 1: InfoNCE of one modality's mapped query z~_u against the concatenated
-    keys of all modalities z^_c, with the bank M_c of concatenated keys as negatives."""
-    _check_view(mapped_query, concat_key, concat_bank)
-    positive = (mapped_query.float() * concat_key.detach().float()).sum(dim=1)
-    negatives = mapped_query.float() @ concat_bank.detach().float().t()
-    none = torch.empty(positive.shape[0], 0, dtype=torch.long, device=positive.device)
-    return context_contrast(positive, negatives, none, temperature)
-
-
-def implicit_exchange_total(mapped_queries: Sequence[Tensor], concat_key: Tensor,
-                            concat_bank: Tensor, temperature: float = 0.07) -> Tensor:
-    """L_ikem = sum_u L_u, IKEM Eq. 2."""
-    if not mapped_queries:
-        raise ValueError("need at least one modality")
-    return sum((implicit_exchange(q, concat_key, concat_bank, temperature)
-                for q in mapped_queries), start=concat_key.new_zeros((), dtype=torch.float32))
-
-
-def relational_distillation(student: Tensor, teacher_concat: Tensor, teacher_bank: Tensor,
-                            teacher_view: Tensor, teacher_view_bank: Tensor,
-                            temperature: float = 0.07) -> Tensor:
-    """L_{v->u}, IKEM Eq. 7: teacher modality v distils into student modality u.
-
-    ``student`` z^u (N, D) is the student's mapped query in the teacher's concatenated space;
-    ``teacher_concat`` z^t (N, D) the unit concatenation of the frozen teacher's embeddings;
-    ``teacher_bank`` (K, D) the queue of such concatenations. s_i^u = z^u . m_i and
-    s_i^v = z^t_v . m_i^v, with ``teacher_view`` z^t_v (N, d) and ``teacher_view_bank`` (K, d) the
-    v-slices. The extra positive j is the entry most similar to the teacher in modality v.
-    """
-    _check_view(student, teacher_concat, teacher_bank)
-    _check_view(teacher_view, teacher_view, teacher_view_bank)
-    if teacher_bank.shape[0] != teacher_view_bank.shape[0]:
-        raise ValueError("teacher bank and its modality slice must have the same number of rows")
-    s_u = student.float() @ teacher_bank.detach().float().t()
-    s_v = teacher_view.detach().float() @ teacher_view_bank.detach().float().t()
-    positive = (student.float() * teacher_concat.detach().float()).sum(dim=1)
-    return context_contrast(positive, s_u * s_v, mine_topk(s_v, 1), temperature)
-
-
-def relational_distillation_total(students: Sequence[Tensor], teacher_views: Sequence[Tensor],
-                                  teacher_view_banks: Sequence[Tensor],
-                                  temperature: float = 0.07) -> Tensor:
-    """L_ts = sum_u sum_v L_{v->u}, IKEM Eq. 8, over student modalities u and teacher modalities v.
-
-    ``teacher_views`` are the teacher's unit embeddings per modality (N, d) and
-    ``teacher_view_banks`` their banks (K, d), rows aligned; the concatenations are built here.
-    """
-    if not students or not teacher_views or len(teacher_views) != len(teacher_view_banks):
-        raise ValueError("need student streams and one bank per teacher modality")
-    teacher_concat = concat_unit(teacher_views)
-    teacher_bank = concat_unit(teacher_view_banks)
-    total = teacher_concat.new_zeros((), dtype=torch.float32)
-    for student in students:
-        for view, view_bank in zip(teacher_views, teacher_view_banks, strict=True):
-            total = total + relational_distillation(student, teacher_concat, teacher_bank, view,
-                                                    view_bank, temperature)
-    return total
-
-
-# --- the authors' form (fidelity "reference") ---------------------------------------------------
-
-@_full_precision
+@full_precision
 def bank_similarities(query: Tensor, bank: Tensor) -> Tensor:
     """(N, K) q . m_i against a bank (K, D), in float32; the bank carries no gradient."""
     return query.float() @ bank.detach().float().t()
@@ -187,7 +97,7 @@ def positive_mask(similarities_v: Tensor, k: int = 1, context: bool = True) -> T
     return torch.cat([ones, onehot, onehot] if context else [ones, onehot], dim=1)
 
 
-@_full_precision
+@full_precision
 def context_logits(positive: Tensor, similarities_u: Tensor, similarities_v: Tensor,
                    temperature: float, context: bool = True) -> Tensor:
     """[p, s^u, s^u * s^v] / tau (N, 1 + 2K); without ``context`` [p, s^u] / tau. Both factors
@@ -198,7 +108,7 @@ def context_logits(positive: Tensor, similarities_u: Tensor, similarities_v: Ten
     return torch.cat(parts, dim=1) / temperature
 
 
-@_full_precision
+@full_precision
 def mean_positive_nll(logits: Tensor, mask: Tensor) -> Tensor:
     """(N,) -sum(mask * log_softmax(logits)) / sum(mask): the mean of -log p over the positives
     (processor/pretrain_crossclr_6views.py lines 87-120)."""
@@ -239,7 +149,7 @@ def cross_view_reference(queries: Sequence[Tensor], keys: Sequence[Tensor],
     if n < 2 or len(keys) != n or len(banks) != n:
         raise ValueError(f"need at least two views with one key and bank each, got {n}")
     for q, key, bank in zip(queries, keys, banks, strict=True):
-        _check_view(q, key, bank)
+        check_pair(q, key, bank)
     sims = [bank_similarities(q, bank) for q, bank in zip(queries, banks, strict=True)]
     masks = [positive_mask(s, k, context) for s in sims]
     losses = []
@@ -248,11 +158,3 @@ def cross_view_reference(queries: Sequence[Tensor], keys: Sequence[Tensor],
         miners = [(sims[v], masks[v]) for v in range(n) if v != u]
         losses.append(mined_view_loss(positive, sims[u], miners, temperature, context))
     return losses, masks
-
-
-def _check_view(a: Tensor, b: Tensor, bank: Tensor) -> None:
-    if a.ndim != 2 or a.shape != b.shape:
-        raise ValueError(f"embeddings must be two equal (N, D) tensors, got {tuple(a.shape)} "
-                         f"and {tuple(b.shape)}")
-    if bank.ndim != 2 or bank.shape[1] != a.shape[1]:
-        raise ValueError(f"bank must be (K, {a.shape[1]}), got {tuple(bank.shape)}")

@@ -1,50 +1,15 @@
-"""Contrastive and distillation losses as pure functions; temperatures are arguments.
-
-Embeddings are L2-normalised rows (N, D); a memory bank is (K, D) with one key per row.
-Every loss is computed in float32 with autocast off (fp16 similarities would blur the top-K
-anchors and the 1/tau-scaled logits) and averaged over the batch.
-"""
+"""Neighbour distillation of CMD and I²MD: KL between teacher and student similarity
+distributions over the teacher's top-K_c anchors (I²MD Eq. 2-5, Eq. 8)."""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Any, TypeVar
-
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-_F = TypeVar("_F", bound=Callable[..., Any])
+from skelkit.train.losses.common import check_pair, full_precision
 
 
-def _full_precision(fn: _F) -> _F:
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        device = next((a.device.type for a in args if isinstance(a, Tensor)), "cpu")
-        with torch.autocast(device_type=device, enabled=False):
-            return fn(*args, **kwargs)
-    return wrapper  # type: ignore[return-value]
-
-
-@_full_precision
-def info_nce_logits(query: Tensor, key: Tensor, bank: Tensor, temperature: float) -> Tensor:
-    """(N, 1 + K) logits: column 0 the positive q.k, then q.m_i for every bank entry, over tau."""
-    query, key, bank = query.float(), key.float(), bank.float()
-    positive = (query * key).sum(dim=1, keepdim=True)
-    negatives = query @ bank.detach().t()
-    return torch.cat([positive, negatives], dim=1) / temperature
-
-
-def info_nce(query: Tensor, key: Tensor, bank: Tensor, temperature: float = 0.07) -> Tensor:
-    """MoCo v2 InfoNCE, I²MD Eq. 1: -log softmax of the positive (index 0) against the bank."""
-    _check_pair(query, key, bank)
-    logits = info_nce_logits(query, key, bank, temperature)
-    target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-    return F.cross_entropy(logits, target)
-
-
-@_full_precision
+@full_precision
 def kl_distillation(teacher_logits: Tensor, student_logits: Tensor) -> Tensor:
     """KL(softmax(teacher) || softmax(student)) summed over the last dim, mean over rows
     (I²MD Eq. 3). Logits arrive already divided by their temperatures; the teacher is detached."""
@@ -54,7 +19,7 @@ def kl_distillation(teacher_logits: Tensor, student_logits: Tensor) -> Tensor:
     return kl.mean()
 
 
-@_full_precision
+@full_precision
 def mine_anchors(teacher_key: Tensor, teacher_bank: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """Top-k bank entries nearest each teacher key: (similarities, indices), both (N, k)."""
     if not 0 < k <= teacher_bank.shape[0]:
@@ -63,7 +28,7 @@ def mine_anchors(teacher_key: Tensor, teacher_bank: Tensor, k: int) -> tuple[Ten
     return sims.topk(k, dim=1)
 
 
-@_full_precision
+@full_precision
 def neighbour_distillation(
     teacher_key: Tensor,
     teacher_bank: Tensor,
@@ -80,7 +45,7 @@ def neighbour_distillation(
     over B's bank entries at the SAME indices. Returns KL(teacher || student); gradients reach only
     the student query.
     """
-    _check_pair(teacher_key, student_query, teacher_bank)
+    check_pair(teacher_key, student_query, teacher_bank)
     if student_bank.shape[0] != teacher_bank.shape[0]:
         raise ValueError("teacher and student banks must have the same size (shared indices)")
     teacher_sims, anchors = mine_anchors(teacher_key, teacher_bank, k)
@@ -99,11 +64,3 @@ def mutual_distillation(
     b_to_a = neighbour_distillation(key_b, bank_b, query_a, bank_a, k,
                                     teacher_temperature, student_temperature)
     return a_to_b + b_to_a
-
-
-def _check_pair(a: Tensor, b: Tensor, bank: Tensor) -> None:
-    if a.ndim != 2 or a.shape != b.shape:
-        raise ValueError(f"embeddings must be two equal (N, D) tensors, got {tuple(a.shape)} "
-                         f"and {tuple(b.shape)}")
-    if bank.ndim != 2 or bank.shape[1] != a.shape[1]:
-        raise ValueError(f"bank must be (K, {a.shape[1]}), got {tuple(bank.shape)}")

@@ -1,0 +1,154 @@
+"""The run-directory contract: where a run keeps its config, logs, metrics, results and weights.
+
+A run directory holds ``config.yaml`` (the resolved config), ``train.log``, ``metrics.csv``, the
+TensorBoard events under ``tb/``, ``eval.jsonl`` (one evaluation result a line, appended by
+``skeleval``), and ``checkpoints/last.pt`` plus ``checkpoints/epoch_NNNN.pt``. This module names
+those paths once and reads the plain-text parts; it imports nothing of torch, so the evaluation
+report and the CLIs can use it cheaply.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from skelkit.errors import InputError
+
+CONFIG_FILE = "config.yaml"
+LOG_FILE = "train.log"
+METRICS_FILE = "metrics.csv"
+EVAL_FILE = "eval.jsonl"
+TB_DIR = "tb"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.pt"
+
+
+class RunDirError(InputError):
+    """A run directory is missing, incomplete or holds an unreadable file."""
+
+
+def checkpoint_name(epoch: int) -> str:
+    return f"epoch_{epoch:04d}.pt"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The files of one run directory (which need not exist yet: training creates them)."""
+
+    path: Path
+
+    def __init__(self, path: str | Path) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    @property
+    def config(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def log(self) -> Path:
+        return self.path / LOG_FILE
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def eval_log(self) -> Path:
+        return self.path / EVAL_FILE
+
+    @property
+    def tb(self) -> Path:
+        return self.path / TB_DIR
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINT_DIR
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / LAST_CHECKPOINT
+
+    def epoch_checkpoint(self, epoch: int) -> Path:
+        return self.checkpoints / checkpoint_name(epoch)
+
+    def is_run(self) -> bool:
+        return self.config.is_file()
+
+    def checkpoint(self, name: str | Path | None = None) -> Path:
+        """``last.pt`` by default; a path as given, or a file name inside ``checkpoints/``."""
+        if name is None:
+            return self.last_checkpoint
+        given = Path(name)
+        if not given.exists() and (self.checkpoints / given).exists():
+            return self.checkpoints / given
+        return given
+
+    def require(self) -> RunDir:
+        """This directory, checked to be a run (it has a ``config.yaml``)."""
+        if not self.path.is_dir():
+            raise RunDirError(f"{self.path}: no such run directory")
+        if not self.is_run():
+            raise RunDirError(f"{self.path}: not a run directory (no {CONFIG_FILE})")
+        return self
+
+    def read_config(self) -> dict[str, Any]:
+        """``config.yaml`` as a mapping; a YAML error is one line naming the file and line."""
+        self.require()
+        try:
+            tree = yaml.safe_load(self.config.read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            raise RunDirError(yaml_error_line(self.config, err)) from None
+        if not isinstance(tree, dict):
+            raise RunDirError(f"{self.config}: expected a mapping at the top level")
+        return tree
+
+    def append_eval(self, record: dict[str, Any]) -> Path:
+        """Append one result line to ``eval.jsonl`` (a time stamp is added)."""
+        line = {**record, "time": datetime.now(UTC).isoformat(timespec="seconds")}
+        with self.eval_log.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(line, sort_keys=True) + "\n")
+        return self.eval_log
+
+    def eval_records(self) -> list[dict[str, Any]]:
+        """The records of ``eval.jsonl`` (none when it does not exist), each checked to carry
+        the keys ``kind`` and ``top1``."""
+        path = self.eval_log
+        if not path.is_file():
+            return []
+        records = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise RunDirError(f"{path}:{number}: invalid JSON ({err.msg})") from None
+            if not isinstance(record, dict) or "kind" not in record or "top1" not in record:
+                raise RunDirError(f"{path}:{number}: a record needs the keys 'kind' and 'top1'")
+            records.append(record)
+        return records
+
+
+def enclosing_run(file: str | Path, max_up: int = 3) -> RunDir | None:
+    """The run directory holding ``file`` (e.g. a checkpoint): the nearest ancestor, at most
+    ``max_up`` levels up, with a ``config.yaml``."""
+    folder = Path(file).parent
+    for _ in range(max_up):
+        if (folder / CONFIG_FILE).is_file():
+            return RunDir(folder.resolve())
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    return None
+
+
+def yaml_error_line(path: Path, err: yaml.YAMLError) -> str:
+    """One line naming the file, the line (where the parser knows it) and the parser's reason."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+    return f"{where}: invalid YAML ({getattr(err, 'problem', None) or 'unparsable'})"
