@@ -28,17 +28,8 @@ for run in cmd-tiny cmd-random; do
   skeleval linear --emb "$OUT/$run.h5" --json > "$OUT/$run.linear.json"
 done
 # The raw-joint baseline: the store's fixed joints, flattened (cosine 1-NN; standardised probe).
-if skeleval knn --help | grep -q -- "--raw"; then
-  skeleval knn --store "$OUT/ntu60.zarr" --protocol xsub --raw --json > "$OUT/raw.knn.json"
-  skeleval linear --store "$OUT/ntu60.zarr" --protocol xsub --raw --json > "$OUT/raw.linear.json"
-else  # an evaluator without --raw: the same numbers with numpy / scikit-learn
-  .venv/bin/python bench/raw_baselines.py "$OUT/ntu60.zarr" --protocol xsub --linear --json \
-    > "$OUT/raw.bench.json"
-  .venv/bin/python -c "import json,sys; r=json.load(open(sys.argv[1]))
-json.dump({'top1': r['knn_top1']}, open(sys.argv[2], 'w'))
-json.dump({'top1': r['linear_top1']}, open(sys.argv[3], 'w'))" \
-    "$OUT/raw.bench.json" "$OUT/raw.knn.json" "$OUT/raw.linear.json"
-fi
+skeleval knn --store "$OUT/ntu60.zarr" --protocol xsub --raw --json > "$OUT/raw.knn.json"
+skeleval linear --store "$OUT/ntu60.zarr" --protocol xsub --raw --json > "$OUT/raw.linear.json"
 set +x
 .venv/bin/python - "$OUT" "$EPOCHS" "$((SECONDS - START))" <<'PY'
 import json, sys
