@@ -19,6 +19,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     SKELKIT_VENV=/opt/venv
+# A CPU-only image from a base without torch: --build-arg SKELKIT_TORCH_INDEX=<PyTorch's CPU index>.
+ARG SKELKIT_TORCH_INDEX=""
 WORKDIR /opt/skelkit
 COPY pyproject.toml requirements.lock requirements-dev.lock ./
 COPY scripts/install.sh scripts/torch_pin.py scripts/
