@@ -9,8 +9,14 @@ set -euo pipefail
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 for dataset in ntu60 pku2; do
-  skelprep synth --dataset "$dataset" --out "$work/$dataset" --classes 2 --performers 2 >/dev/null
-  skelprep build --dataset "$dataset" --raw "$work/$dataset" --out "$work/$dataset.zarr" --workers 1 2>/dev/null
+  # Quiet when it works (progress bars in a build log are noise); the whole output when it fails.
+  if ! { skelprep synth --dataset "$dataset" --out "$work/$dataset" --classes 2 --performers 2 \
+         && skelprep build --dataset "$dataset" --raw "$work/$dataset" --out "$work/$dataset.zarr" \
+              --workers 1; } >"$work/log" 2>&1; then
+    cat "$work/log" >&2
+    echo "[warmup] failed on the tiny $dataset store" >&2
+    exit 1
+  fi
 done
 chmod -R a+rwX "$NUMBA_CACHE_DIR"
 echo "[warmup] $(find "$NUMBA_CACHE_DIR" -name '*.nbi' | wc -l) numba kernels cached in $NUMBA_CACHE_DIR"
