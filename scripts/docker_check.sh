@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Docker image's runtime target offline-ish and runs synth -> build -> train (1 epoch,
 # tiny) -> embed -> knn in it, printing each step. Needs root, docker.io and debootstrap; no image
-# registry (Debian's mirror and PyPI only). Too slow for CI (vfs storage: ~10-15 min); idempotent:
+# registry (Debian's mirror and PyPI only). Too slow for CI (vfs storage: ~28 min on 2 cores); idempotent:
 # each step is skipped when its result exists.
 #   1. dockerd (vfs storage, no iptables, no bridge), log in $SKELKIT_DOCKER_LOG
 #   2. a Debian bookworm rootfs in $SKELKIT_DOCKER_ROOTFS (debootstrap when the folder is empty),
