@@ -1,45 +1,67 @@
-# skelkit on a CUDA-enabled PyTorch image: prep, pre-training and evaluation in one container.
-#   docker build -t skelkit .
-#   docker run --gpus all -v $DATA:/data skelkit skelprep build --dataset ntu60 \
-#       --raw /data/nturgb+d_skeletons --out /data/ntu60.zarr
-#   docker run --gpus all --shm-size 8g -v $DATA:/data skelkit skeltrain run cmd ...
-#   docker run --gpus all -v $DATA:/data skelkit skeleval knn --emb /data/run.h5
-# The base image already holds torch (CUDA build), which is the README's first install step; the
-# second is the same editable install of the project that scripts/install.sh runs.
-ARG BASE_IMAGE=pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime
-FROM ${BASE_IMAGE}
+# skelkit in a container: prep, pre-training and evaluation, installed from the dependency locks.
+#   docker build --target runtime -t skelkit:runtime .     # the CLIs only (no dev extras, no tests)
+#   docker build --target dev -t skelkit:dev .             # + pytest, ruff, scikit-learn and tests/
+# Run commands (mounted data, --user, --shm-size) are in README.md, section "Docker".
+#
+# BASE_IMAGE needs python3 (3.11, the interpreter the locks are compiled for) with venv. A base
+# that already holds /opt/venv with torch at the version pinned in pyproject.toml (as the one
+# scripts/docker_check.sh builds offline) is used as is; otherwise scripts/install.sh installs that
+# torch (from PyPI: the CUDA build on Linux; see README for a CPU-only index).
+ARG BASE_IMAGE=python:3.11-slim-bookworm
 
+# ---- dependencies: only the locks, pyproject.toml (the torch pin) and the installer -----------
+# Edits to the sources do not invalidate this layer.
+FROM ${BASE_IMAGE} AS deps
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1
-
-# A non-root user whose caches live in its home: numba cannot write its cache next to the
-# root-owned sources, so it gets NUMBA_CACHE_DIR; matplotlib likewise needs MPLCONFIGDIR.
-ARG USER_ID=1000
-ARG GROUP_ID=1000
-RUN groupadd --gid ${GROUP_ID} skelkit \
- && useradd --uid ${USER_ID} --gid ${GROUP_ID} --create-home --shell /bin/bash skelkit \
- && mkdir -p /data /workspace /home/skelkit/.cache/numba /home/skelkit/.cache/matplotlib \
- && chown -R skelkit:skelkit /data /workspace /home/skelkit/.cache
-ENV HOME=/home/skelkit \
-    NUMBA_CACHE_DIR=/home/skelkit/.cache/numba \
-    MPLCONFIGDIR=/home/skelkit/.cache/matplotlib
-
-# Project sources in /opt/skelkit, installed editable exactly as scripts/install.sh does.
+    PIP_NO_CACHE_DIR=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    SKELKIT_VENV=/opt/venv
+# A CPU-only image from a base without torch: --build-arg SKELKIT_TORCH_INDEX=<PyTorch's CPU index>.
+ARG SKELKIT_TORCH_INDEX=""
 WORKDIR /opt/skelkit
-COPY pyproject.toml README.md ./
+COPY pyproject.toml requirements.lock requirements-dev.lock ./
+COPY scripts/install.sh scripts/torch_pin.py scripts/
+RUN SKELKIT_EXTRAS=none SKELKIT_DEPS_ONLY=1 bash scripts/install.sh
+
+# Any uid may run the image (`docker run --user "$(id -u):$(id -g)"`), so everything a run writes
+# outside /data goes to world-writable places: HOME and matplotlib's config under /tmp, and the
+# numba cache filled at build time (scripts/numba_warmup.sh) opened to all.
+# The default user is an unprivileged one.
+RUN groupadd --gid 1000 skelkit \
+ && useradd --uid 1000 --gid 1000 --no-create-home --home-dir /tmp --shell /bin/bash skelkit \
+ && mkdir -p /data /opt/numba-cache \
+ && chmod 1777 /data /opt/numba-cache
+ENV HOME=/tmp \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    NUMBA_CACHE_DIR=/opt/numba-cache
+
+# ---- runtime: the sources, installed editable, kernels compiled -------------------------------
+FROM deps AS runtime
+COPY README.md ./
+COPY skelkit ./skelkit
+COPY scripts/numba_warmup.sh scripts/
+RUN SKELKIT_EXTRAS=none bash scripts/install.sh \
+ && bash scripts/numba_warmup.sh
+USER skelkit
+RUN skelprep --help >/dev/null && skeltrain --help >/dev/null && skeleval --help >/dev/null
+WORKDIR /data
+CMD ["skeleval", "--help"]
+
+# ---- dev: the dev extras (their own layer, before the sources), tests and the rest ------------
+FROM deps AS dev-deps
+RUN SKELKIT_EXTRAS=dev SKELKIT_DEPS_ONLY=1 bash scripts/install.sh
+
+FROM dev-deps AS dev
+COPY README.md ./
 COPY skelkit ./skelkit
 COPY scripts ./scripts
 COPY tests ./tests
-RUN python -c "import sys; assert sys.version_info >= (3, 11), sys.version" \
- && python -m pip install -e ".[dev]" \
- && python -c "import torch, skelkit; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
-
+COPY bench ./bench
+RUN SKELKIT_EXTRAS=dev bash scripts/install.sh \
+ && bash scripts/numba_warmup.sh
 USER skelkit
-# The three CLIs must be on PATH for the non-root user (fails the build otherwise).
-RUN skelprep --help >/dev/null && skeltrain --help >/dev/null && skeleval --help >/dev/null
-
-WORKDIR /workspace
-VOLUME ["/data"]
-CMD ["skeleval", "--help"]
+WORKDIR /opt/skelkit
+CMD ["python", "-m", "pytest", "-q", "tests"]
