@@ -6,11 +6,11 @@ RNG states and continues, giving the same loss curve as an uninterrupted run on 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import inspect
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +20,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from skelkit.failpoints import failpoint
 from skelkit.knn import knn_evaluate
 from skelkit.store.reader import Store, StoreError, open_store
-from skelkit.store.rundir import RunDir
+from skelkit.store.rundir import MetricsLog, RunDir
 from skelkit.train.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
 from skelkit.train.config import OptimConfig, RunConfig, ScheduleConfig
 from skelkit.train.data import SkeletonDataset, build_augment, make_loader
@@ -80,9 +81,10 @@ class EpochSchedule:
 class RunFiles:
     """train.log, metrics.csv and TensorBoard events of the main rank."""
 
-    def __init__(self, run_dir: RunDir, enabled: bool) -> None:
+    def __init__(self, run_dir: RunDir, enabled: bool, metric_columns: tuple[str, ...] = ()
+                 ) -> None:
         self.enabled = enabled
-        self.metrics_path = run_dir.metrics
+        self.metrics = MetricsLog(run_dir.metrics, columns=metric_columns)
         self._tb: Any = None
         self._handler: logging.Handler | None = None
         if enabled:
@@ -98,37 +100,24 @@ class RunFiles:
             except ImportError:  # tensorboard is a dependency, but a missing one must not stop a run
                 LOG.warning("tensorboard not importable; metrics go to metrics.csv only")
 
-    def truncate_metrics(self, start_epoch: int) -> None:
-        """Drop rows of epochs a resumed run will redo (``epoch`` counts completed epochs)."""
-        if not self.enabled or not self.metrics_path.is_file():
+    def reconcile_metrics(self, start_epoch: int, resume: bool) -> None:
+        """A fresh run starts metrics.csv empty; a resumed one keeps the rows up to its
+        checkpoint's epoch (``epoch`` counts completed epochs) and drops, saying so, the rows of
+        epochs it will redo."""
+        if not self.enabled:
             return
-        with self.metrics_path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-            fields = list(rows[0].keys()) if rows else None
-        if fields is None:
+        if not resume:
+            self.metrics.reset()
             return
-        kept = [r for r in rows if int(r["epoch"]) <= start_epoch]
-        with self.metrics_path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(kept)
+        message = self.metrics.reconcile(start_epoch)
+        if message:
+            LOG.warning("%s", message)
+            print(f"skeltrain: {message}", file=sys.stderr, flush=True)
 
     def write_metrics(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        rows: list[dict[str, Any]] = []
-        fields = list(row)
-        if self.metrics_path.is_file() and self.metrics_path.stat().st_size:
-            with self.metrics_path.open(newline="") as f:
-                reader = csv.DictReader(f)
-                rows = list(reader)
-                fields = list(reader.fieldnames or []) + [k for k in row if k not in
-                                                          (reader.fieldnames or [])]
-        # A column that appears later (e.g. the KNN monitor's) rewrites the file with it.
-        with self.metrics_path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields, restval="")
-            writer.writeheader()
-            writer.writerows([*rows, row])
+        self.metrics.append(row)  # durable before the epoch's checkpoint is
         if self._tb is not None:
             for key, value in row.items():
                 if key != "epoch" and isinstance(value, int | float) and math.isfinite(value):
@@ -232,11 +221,12 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
         start_epoch = int(ckpt["epoch"])
         restore_rng_state(ckpt["rng"])
 
-    files = RunFiles(rundir, enabled=ctx.is_main)
+    files = RunFiles(rundir, enabled=ctx.is_main,
+                     metric_columns=("knn_top1",) if cfg.engine.knn_every else ())
     config_text = cfg.to_yaml()
     if ctx.is_main:
         rundir.config.write_text(config_text)
-        files.truncate_metrics(start_epoch)
+        files.reconcile_metrics(start_epoch, resume)
         LOG.info("%s run %s: method %s, store %s, protocol %s, device %s, world %d, epochs %d-%d",
                  "resumed" if resume else "new", run_dir, cfg.method, cfg.data.store,
                  cfg.data.protocol, device, ctx.world_size, start_epoch, cfg.engine.epochs)
@@ -298,8 +288,12 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
             if monitor is not None and ((epoch + 1) % every == 0 or epoch + 1 == cfg.engine.epochs):
                 row["knn_top1"] = monitor(progress)
             barrier(ctx)
-            save(epoch + 1)
+            # The row first: a kill between the two leaves a row past the checkpoint, which
+            # --resume drops and redoes; the other order would lose the epoch's row.
             files.write_metrics(row)
+            failpoint("train-metrics-row")
+            save(epoch + 1)
+            failpoint("train-checkpoint")
             history.append(row)
             if ctx.is_main:
                 LOG.info("epoch %d/%d %s", epoch + 1, cfg.engine.epochs,
