@@ -30,6 +30,7 @@ EVAL_FILE = "eval.jsonl"
 TB_DIR = "tb"
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
+LOCK_FILE = "writer.lock"
 
 
 class RunDirError(InputError):
@@ -68,6 +69,11 @@ class RunDir:
     @property
     def tb(self) -> Path:
         return self.path / TB_DIR
+
+    @property
+    def lock_file(self) -> Path:
+        """Held (``skelkit.store.lock``) while a process trains into this directory."""
+        return self.path / LOCK_FILE
 
     @property
     def checkpoints(self) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,18 @@ def consolidate(path: str | Path) -> None:
         # zarr warns that consolidated metadata is not in the v3 spec; the contract asks for it.
         warnings.simplefilter("ignore")
         zarr.consolidate_metadata(str(path))
+
+
+def store_build_id(path: str | Path) -> str | None:
+    """The ``build_id`` a store was created with (a new one at every creation or
+    ``--overwrite``; a resumed build keeps it); None for a store without one, and ``"missing"``
+    when no store can be read at ``path`` (removed, or being recreated). Cheap: one small read."""
+    try:
+        group = zarr.open_group(str(path), mode="r", zarr_format=3)
+        value = group.attrs.get("build_id")
+    except Exception:  # any unreadable state means: not the store the caller opened
+        return "missing"
+    return None if value is None else str(value)
 
 
 class StoreWriter:
@@ -93,6 +106,7 @@ class StoreWriter:
             "protocols": list(protocols),
             "source": source,
             "created_by": f"skelkit {__version__}",
+            "build_id": uuid.uuid4().hex,  # readers notice a store replaced under them
             "complete": False,
             "progress": {"n_samples": 0, "n_frames": 0},
         })

@@ -22,8 +22,10 @@ from tqdm import tqdm
 
 from skelkit.failpoints import failpoint
 from skelkit.knn import knn_evaluate
+from skelkit.store.lock import WriterLock
 from skelkit.store.reader import Store, StoreError, open_store
 from skelkit.store.rundir import MetricsLog, RunDir
+from skelkit.store.writer import store_build_id
 from skelkit.train.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
 from skelkit.train.config import OptimConfig, RunConfig, ScheduleConfig
 from skelkit.train.data import SkeletonDataset, build_augment, make_loader
@@ -158,6 +160,17 @@ def _open_store(cfg: RunConfig) -> Store:
     return store
 
 
+def _check_store_unchanged(store: str | Path | None, build_id: str | None, epoch: int,
+                           last_path: Path) -> None:
+    """Stop with one line when the store was rebuilt or removed under the run."""
+    now = store_build_id(str(store))
+    if now != build_id:
+        raise TrainInputError(
+            f"{store} was {'removed' if now == 'missing' else 'rebuilt'} while this run trained "
+            f"(build {build_id}, now {now}); stopped at the start of epoch {epoch + 1}; the last "
+            f"checkpoint {last_path} is kept (--resume continues on the new store)")
+
+
 def _per_rank_buffers() -> dict[str, bool]:
     """DDP keyword keeping queues and BN statistics per rank after the initial sync."""
     params = inspect.signature(nn.parallel.DistributedDataParallel).parameters
@@ -199,6 +212,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(
         cfg.data, store=str(Path(str(cfg.data.store)).resolve())))
 
+    build_id = store_build_id(cfg.data.store)  # recorded in the run, checked at every epoch
+
     torch.manual_seed(cfg.engine.seed)  # identical initial weights on every rank
     method = build_method(cfg, store).to(device)
     params = [p for p in method.parameters() if p.requires_grad]
@@ -220,32 +235,46 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
             scaler.load_state_dict(ckpt["scaler"])
         start_epoch = int(ckpt["epoch"])
         restore_rng_state(ckpt["rng"])
+        trained_on = (ckpt.get("extra") or {}).get("store_build_id")
+        if trained_on is not None and trained_on != build_id:
+            print(f"skeltrain: warning: {cfg.data.store} was rebuilt since {last_path} was "
+                  f"written (build {trained_on}, now {build_id}); continuing on the rebuilt store",
+                  file=sys.stderr, flush=True)
 
-    files = RunFiles(rundir, enabled=ctx.is_main,
-                     metric_columns=("knn_top1",) if cfg.engine.knn_every else ())
-    config_text = cfg.to_yaml()
-    if ctx.is_main:
-        rundir.config.write_text(config_text)
-        files.reconcile_metrics(start_epoch, resume)
-        LOG.info("%s run %s: method %s, store %s, protocol %s, device %s, world %d, epochs %d-%d",
-                 "resumed" if resume else "new", run_dir, cfg.method, cfg.data.store,
-                 cfg.data.protocol, device, ctx.world_size, start_epoch, cfg.engine.epochs)
-
-    def save(epoch: int) -> Path:
-        if ctx.is_main:
-            state = dict(method=cfg.method, epoch=epoch, model=method.state_dict(),
-                         optimizer=optimizer.state_dict(), scheduler=schedule.state_dict(epoch),
-                         scaler=scaler.state_dict() if use_amp else None, config_text=config_text,
-                         extra={"layout": store.layout.to_attrs()})
-            save_checkpoint(last_path, **state)
-            every = cfg.engine.checkpoint_every
-            if epoch == 0 or (every and epoch % every == 0) or epoch == cfg.engine.epochs:
-                save_checkpoint(rundir.epoch_checkpoint(epoch), **state)
-        barrier(ctx)
-        return last_path
-
+    # One writer per run directory: a second `skeltrain run` into it stops here with one line.
+    lock = WriterLock(rundir.lock_file, run_dir, "skeltrain run") if ctx.is_main else None
+    if lock is not None:
+        lock.acquire()
+    files: RunFiles | None = None
     history: list[dict[str, Any]] = []
     try:
+        files = RunFiles(rundir, enabled=ctx.is_main,
+                         metric_columns=("knn_top1",) if cfg.engine.knn_every else ())
+        config_text = cfg.to_yaml()
+        if ctx.is_main:
+            rundir.config.write_text(config_text)
+            files.reconcile_metrics(start_epoch, resume)
+            LOG.info("%s run %s: method %s, store %s (build %s), protocol %s, device %s, world %d, "
+                     "epochs %d-%d", "resumed" if resume else "new", run_dir, cfg.method,
+                     cfg.data.store, build_id, cfg.data.protocol, device, ctx.world_size,
+                     start_epoch, cfg.engine.epochs)
+
+        def save(epoch: int) -> Path:
+            if ctx.is_main:
+                state = dict(method=cfg.method, epoch=epoch, model=method.state_dict(),
+                             optimizer=optimizer.state_dict(),
+                             scheduler=schedule.state_dict(epoch),
+                             scaler=scaler.state_dict() if use_amp else None,
+                             config_text=config_text,
+                             extra={"layout": store.layout.to_attrs(),
+                                    "store_build_id": build_id})
+                save_checkpoint(last_path, **state)
+                every = cfg.engine.checkpoint_every
+                if epoch == 0 or (every and epoch % every == 0) or epoch == cfg.engine.epochs:
+                    save_checkpoint(rundir.epoch_checkpoint(epoch), **state)
+            barrier(ctx)
+            return last_path
+
         if start_epoch == 0 and not resume:
             save(0)  # the random initialisation: `--epochs 0` is the random-init baseline
         if start_epoch >= cfg.engine.epochs:
@@ -276,13 +305,19 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
         end_epoch = cfg.engine.epochs if stop_after is None else min(stop_after,
                                                                      cfg.engine.epochs)
         for epoch in range(start_epoch, end_epoch):
+            _check_store_unchanged(cfg.data.store, build_id, epoch, last_path)
             lr = schedule.lr(epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             sampler.set_epoch(epoch)
             method.train()
-            row = _train_epoch(step_module, loader, optimizer, scaler, epoch, device, cfg,
-                               use_amp, ctx, progress, last_path)
+            try:
+                row = _train_epoch(step_module, loader, optimizer, scaler, epoch, device, cfg,
+                                   use_amp, ctx, progress, last_path)
+            except Exception:
+                # A store replaced in the middle of an epoch explains the failure in one line.
+                _check_store_unchanged(cfg.data.store, build_id, epoch, last_path)
+                raise
             row = {"epoch": epoch + 1, "lr": lr, **row}
             every = cfg.engine.knn_every
             if monitor is not None and ((epoch + 1) % every == 0 or epoch + 1 == cfg.engine.epochs):
@@ -304,7 +339,10 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
             LOG.error("%s", exc)
         raise
     finally:
-        files.close()
+        if files is not None:
+            files.close()
+        if lock is not None:
+            lock.release()
     return TrainResult(run_dir, end_epoch, last_path, history, method)
 
 
