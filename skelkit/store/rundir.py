@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from skelkit.errors import InputError
+from skelkit.store.durable import fsync_dir
 
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "train.log"
@@ -239,7 +240,7 @@ class MetricsLog:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
 
 def _epoch_of(row: dict[str, str]) -> int | None:
@@ -247,15 +248,6 @@ def _epoch_of(row: dict[str, str]) -> int | None:
         return int(row.get("epoch", ""))
     except ValueError:
         return None
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename inside ``folder`` durable."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def enclosing_run(file: str | Path, max_up: int = 3) -> RunDir | None:
