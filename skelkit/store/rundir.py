@@ -10,6 +10,7 @@ report and the CLIs can use it cheaply.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -248,6 +249,16 @@ def _epoch_of(row: dict[str, str]) -> int | None:
         return int(row.get("epoch", ""))
     except ValueError:
         return None
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes: the digest an embedding file records of its checkpoint, so
+    that a result is recorded only in the run whose checkpoint provably produced it."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def enclosing_run(file: str | Path, max_up: int = 3) -> RunDir | None:
