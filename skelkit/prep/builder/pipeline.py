@@ -62,6 +62,7 @@ class BuildOptions:
     manifest: Path | None = None
     layout: str | None = None
     normalise: str = "layout"
+    allow_outside_raw: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,7 +189,8 @@ def _run_batches(writer: StoreWriter, progress: Progress, batches: list[list[Fil
 def build_store(opts: BuildOptions) -> dict[str, Any]:
     """Build ``opts.out`` from ``opts.raw``; returns the report stored in the store."""
     dataset = get_dataset(opts.dataset, opts.raw, manifest=opts.manifest, layout=opts.layout,
-                          normalise=opts.normalise, frames=opts.frames)
+                          normalise=opts.normalise, frames=opts.frames,
+                          allow_outside_raw=opts.allow_outside_raw)
     if opts.frames < 2:
         raise BuildError(f"--frames must be at least 2, not {opts.frames}")
     layout = get_layout(dataset.layout)
