@@ -167,8 +167,8 @@ def _check_store_unchanged(store: str | Path | None, build_id: str | None, epoch
     if now != build_id:
         raise TrainInputError(
             f"{store} was {'removed' if now == 'missing' else 'rebuilt'} while this run trained "
-            f"(build {build_id}, now {now}); stopped at the start of epoch {epoch + 1}; the last "
-            f"checkpoint {last_path} is kept (--resume continues on the new store)")
+            f"(build {build_id}, now {now}); stopped in epoch {epoch + 1} before saving it; the "
+            f"last checkpoint {last_path} is kept (--resume continues on the new store)")
 
 
 def _per_rank_buffers() -> dict[str, bool]:
@@ -318,6 +318,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
                 # A store replaced in the middle of an epoch explains the failure in one line.
                 _check_store_unchanged(cfg.data.store, build_id, epoch, last_path)
                 raise
+            # ... and one replaced while the epoch ran never reaches a row or a checkpoint.
+            _check_store_unchanged(cfg.data.store, build_id, epoch, last_path)
             row = {"epoch": epoch + 1, "lr": lr, **row}
             every = cfg.engine.knn_every
             if monitor is not None and ((epoch + 1) % every == 0 or epoch + 1 == cfg.engine.epochs):

@@ -63,6 +63,7 @@ def raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_kill_9_of_the_driver_ends_its_workers(raw: Path, tmp_path: Path) -> None:
     out = tmp_path / "s.zarr"
     driver = subprocess.Popen(

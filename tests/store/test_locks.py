@@ -21,6 +21,7 @@ from skelkit.store.reader import open_store
 from skelkit.store.writer import store_build_id
 from skelkit.train.data import write_random_walk_store
 
+REDUCED = os.environ.get("SKELKIT_REDUCED") == "1"
 TRAIN_SETTINGS = ["data.num_workers=0", "engine.batch_size=4", "engine.knn_every=0",
                   "engine.checkpoint_every=0", "model.queue_size=16", "engine.threads=1"]
 
@@ -94,7 +95,9 @@ def raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("second", ["--overwrite", "--resume"])
+@pytest.mark.slow
+@pytest.mark.parametrize("second", ["--overwrite", pytest.param("--resume", marks=pytest.mark.skipif(
+    REDUCED, reason="reduced: --overwrite takes the same lock"))])
 def test_a_second_build_of_a_store_being_built_exits_2_naming_the_holder(
         raw: Path, tmp_path: Path, second: str) -> None:
     out = tmp_path / "s.zarr"
@@ -121,6 +124,7 @@ def test_a_second_build_of_a_store_being_built_exits_2_naming_the_holder(
     assert not store_lock(out).path.exists()
 
 
+@pytest.mark.slow
 def test_a_killed_build_leaves_a_stale_lock_that_resume_takes_over(raw: Path,
                                                                    tmp_path: Path) -> None:
     out = tmp_path / "s.zarr"
