@@ -31,8 +31,12 @@ def _device(name: str) -> Any:
     return resolve_device(name)
 
 
-def _record(target: Path | None, record: dict[str, Any], enabled: bool) -> None:
-    """Append the result to ``target``/eval.jsonl (a run or baseline directory)."""
+def _record(target: Path | None, record: dict[str, Any], enabled: bool,
+            note: str | None = None) -> None:
+    """Append the result to ``target``/eval.jsonl (a run or baseline directory); ``note`` says
+    why a result that names a run is not recorded there."""
+    if enabled and target is None and note is not None:
+        click.echo(f"skeleval: note: {note}", err=True)
     if enabled and target is None and record.get("source") == "raw":
         click.echo("skeleval: note: raw baseline not recorded; --record-dir DIR keeps it for "
                    "`skeleval report`", err=True)
@@ -46,6 +50,12 @@ def _record(target: Path | None, record: dict[str, Any], enabled: bool) -> None:
         click.echo(f"skeleval: note: could not record in {target}: {err.strerror}", err=True)
         return
     click.echo(f"skeleval: recorded in {written}", err=True)
+
+
+def _warn_absent_classes(split: Any) -> None:
+    line = split.absent_classes_warning()
+    if line is not None:
+        click.echo(f"skeleval: warning: {line}", err=True)
 
 
 def _warn_near_constant(source_label: str, stats: Any, standardized: bool | None) -> None:
@@ -79,7 +89,8 @@ def _source_options(func: Any) -> Any:
         click.option("--checkpoint", default=None,
                      help="Checkpoint of --run (default: checkpoints/last.pt)."),
         click.option("--record-dir", default=None, type=click.Path(path_type=Path),
-                     help="Record a --raw baseline in DIR/eval.jsonl (for `skeleval report`)."),
+                     help="Record in DIR/eval.jsonl (for `skeleval report`): a --raw "
+                          "baseline, or an --emb result in the run directory DIR."),
         click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0),
                      help="DataLoader workers for --run."),
     ]
@@ -133,6 +144,7 @@ def knn(k: int, weighted: bool, temperature: float, as_json: bool, device: str, 
     split = source.features(progress=progress)
     stats = feature_stats(split.train_embedding)
     _warn_near_constant(source.label, stats, None)
+    _warn_absent_classes(split)
     result = knn_evaluate(
         split.train_embedding, split.train_label, split.test_embedding, split.test_label,
         k=k, weighted=weighted, temperature=temperature, num_classes=split.num_classes,
@@ -147,7 +159,8 @@ def knn(k: int, weighted: bool, temperature: float, as_json: bool, device: str, 
             f"KNN k={result.k} (cosine{vote}) {source.label}: top-1 {100 * result.top1:.2f} %  "
             f"top-5 {100 * result.top5:.2f} %  (train {result.n_train}, test {result.n_test})"
         )
-    _record(source.record_dir, {**source.provenance(), "kind": "knn", **summary}, record)
+    _record(source.record_dir, {**source.provenance(), "kind": "knn", **summary}, record,
+            source.record_note)
 
 
 @main.command()
@@ -214,6 +227,7 @@ def linear(recipe_name: str, epochs: int | None, lr: float | None, milestones: s
                 split.test_label, config, num_classes=split.num_classes, device=_device(device),
                 recipe=recipe.name, progress=bar)
     _warn_near_constant(source.label, feature_stats(split.train_embedding), config.standardize)
+    _warn_absent_classes(split)
     summary = {**result.as_dict(), "recipe_source": recipe.source, "source": source.kind}
     if deviations:
         summary["deviations"] = {key: list(value) if isinstance(value, tuple) else value
@@ -237,7 +251,8 @@ def linear(recipe_name: str, epochs: int | None, lr: float | None, milestones: s
             f"{'standardised' if config.standardize else 'unstandardised'}, seed {seed}; "
             f"train {result.n_train}, test {result.n_test})"
         )
-    _record(source.record_dir, {**source.provenance(), "kind": "linear", **summary}, record)
+    _record(source.record_dir, {**source.provenance(), "kind": "linear", **summary}, record,
+            source.record_note)
 
 
 @main.command()

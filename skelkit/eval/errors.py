@@ -30,10 +30,35 @@ class EmbeddingSplit:
     test_label: np.ndarray
     test_name: np.ndarray
     attrs: dict[str, Any]
+    classes: np.ndarray | None = None
+    """The original label of each class index when the labels were remapped (embedding files:
+    :func:`dense_labels`); None when the labels are the store's 0-based classes."""
 
     @property
     def num_classes(self) -> int:
+        if self.classes is not None:
+            return len(self.classes)
         return int(max(self.train_label.max(), self.test_label.max())) + 1
+
+    def absent_classes_warning(self) -> str | None:
+        """A line when test classes never occur on the train side (no probe can predict them:
+        their test samples are counted wrong whatever the features)."""
+        absent = np.setdiff1d(np.unique(self.test_label), np.unique(self.train_label))
+        if absent.size == 0:
+            return None
+        names = self.classes[absent] if self.classes is not None else absent
+        shown = ", ".join(str(int(c)) for c in names[:5]) + (", ..." if absent.size > 5 else "")
+        hit = int(np.isin(self.test_label, absent).sum())
+        return (f"{absent.size} test class(es) never occur in train (labels {shown}): "
+                f"{hit} of {len(self.test_label)} test samples cannot be classified correctly")
+
+
+def dense_labels(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train and test labels as indices 0..K-1 into their K distinct values (returned third), so
+    that a label like 2**40 costs one class, not 2**40 of them."""
+    classes, inverse = np.unique(np.concatenate([train, test]), return_inverse=True)
+    inverse = inverse.astype(np.int64)
+    return inverse[: len(train)], inverse[len(train):], classes
 
 
 REQUIRED_GROUPS = ("train", "test")
@@ -67,14 +92,16 @@ def load_embedding_split(path: str | Path) -> EmbeddingSplit:
             f"{path}: train embeddings have dimension {train_emb.shape[1]} "
             f"but test embeddings have {test_emb.shape[1]}"
         )
+    train_index, test_index, classes = dense_labels(train_label, test_label)
     return EmbeddingSplit(
         path=path,
         train_embedding=train_emb,
-        train_label=train_label,
+        train_label=train_index,
         test_embedding=test_emb,
-        test_label=test_label,
+        test_label=test_index,
         test_name=test_name,
         attrs=dict(attrs),
+        classes=classes,
     )
 
 

@@ -78,9 +78,13 @@ def synth(dataset: str, out: Path, classes: int | None, performers: int | None, 
               help="generic: the skeleton layout (e.g. kinect20, ntu25, or a JSON file).")
 @click.option("--normalise", default="layout", metavar="layout|center[:JOINT]|none",
               help="generic: how samples are normalised.")
+@click.option("--allow-outside-raw", is_flag=True,
+              help="generic: admit manifest files outside --raw (by default such rows are "
+                   "skipped with a reason).")
 def build(dataset: str, raw: Path, out: Path, frames: int, workers: int | None,
           scheduler: str | None, missing: Path | None, resume: bool, overwrite: bool,
-          manifest: Path | None, layout: str | None, normalise: str) -> None:
+          manifest: Path | None, layout: str | None, normalise: str,
+          allow_outside_raw: bool) -> None:
     """Build a store from raw files (parallel on dask, resumable)."""
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite exclude each other")
@@ -89,7 +93,8 @@ def build(dataset: str, raw: Path, out: Path, frames: int, workers: int | None,
 
     opts = BuildOptions(dataset=dataset, raw=raw, out=out, frames=frames, workers=workers,
                         scheduler=scheduler, missing=missing, resume=resume, overwrite=overwrite,
-                        manifest=manifest, layout=layout, normalise=normalise)
+                        manifest=manifest, layout=layout, normalise=normalise,
+                        allow_outside_raw=allow_outside_raw)
     click.echo(format_report(build_store(opts)))
 
 

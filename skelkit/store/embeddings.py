@@ -23,8 +23,10 @@ class EmbeddingGroup:
     name: np.ndarray  # (N,) str
 
     def __post_init__(self) -> None:
-        self.embedding = np.asarray(self.embedding, dtype=np.float32)
-        self.label = np.asarray(self.label, dtype=np.int64)
+        # Checked before the casts below, which would silently drop an imaginary part or
+        # truncate a label of 0.7 to 0.
+        self.embedding = _real(np.asarray(self.embedding))
+        self.label = _integral(np.asarray(self.label))
         self.name = np.asarray(self.name, dtype=str)
         if self.embedding.ndim != 2:
             raise EmbeddingFileError(f"embedding must be (N, D), got {self.embedding.shape}")
@@ -34,6 +36,33 @@ class EmbeddingGroup:
                 f"mismatched lengths: embedding {n}, label {self.label.shape[0]}, "
                 f"name {self.name.shape[0]}"
             )
+
+
+def _real(embedding: np.ndarray) -> np.ndarray:
+    """float32 embeddings from a real numeric array; complex or non-numeric ones are refused."""
+    if embedding.dtype.kind == "c":
+        raise EmbeddingFileError(f"embedding must be real, got complex dtype {embedding.dtype}")
+    if embedding.dtype.kind not in "fiub":
+        raise EmbeddingFileError(f"embedding must be numeric, got dtype {embedding.dtype}")
+    return embedding.astype(np.float32)
+
+
+def _integral(label: np.ndarray) -> np.ndarray:
+    """int64 labels from integers, or from floats that are all whole numbers; anything else
+    (a fraction, NaN, a value past int64, a complex or text label) is refused."""
+    kind = label.dtype.kind
+    if kind == "u" and label.size and int(label.max()) > np.iinfo(np.int64).max:
+        raise EmbeddingFileError(f"label {int(label.max())} does not fit int64")
+    if kind == "f":
+        bad = np.flatnonzero(~np.isfinite(label) | (label != np.round(label))
+                             | (np.abs(label) >= 2.0 ** 63))
+        if bad.size:
+            raise EmbeddingFileError(
+                f"labels must be integers; {bad.size} are not (first: row {bad[0]}, value "
+                f"{label[bad[0]]!r})")
+    elif kind not in "iub":
+        raise EmbeddingFileError(f"labels must be integers, got dtype {label.dtype}")
+    return label.astype(np.int64)
 
 
 def write_embeddings(path: str | Path, groups: dict[str, EmbeddingGroup], attrs: dict[str, Any]) -> None:

@@ -9,7 +9,12 @@ report and the CLIs can use it cheaply.
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 import json
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +23,7 @@ from typing import Any
 import yaml
 
 from skelkit.errors import InputError
+from skelkit.store.durable import fsync_dir
 
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "train.log"
@@ -26,6 +32,7 @@ EVAL_FILE = "eval.jsonl"
 TB_DIR = "tb"
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
+LOCK_FILE = "writer.lock"
 
 
 class RunDirError(InputError):
@@ -64,6 +71,11 @@ class RunDir:
     @property
     def tb(self) -> Path:
         return self.path / TB_DIR
+
+    @property
+    def lock_file(self) -> Path:
+        """Held (``skelkit.store.lock``) while a process trains into this directory."""
+        return self.path / LOCK_FILE
 
     @property
     def checkpoints(self) -> Path:
@@ -132,6 +144,121 @@ class RunDir:
                 raise RunDirError(f"{path}:{number}: a record needs the keys 'kind' and 'top1'")
             records.append(record)
         return records
+
+
+class MetricsLog:
+    """``metrics.csv``: one row per epoch, appended and made durable (flush + fsync) row by row.
+
+    A kill can tear at most the line being appended; :meth:`rows` ignores such a line, and
+    :meth:`reconcile` (``--resume``) cuts the file back to the checkpoint's epoch. The file is
+    replaced (temporary file, fsync, rename) only when a column appears that the header lacks
+    or when reconciling drops rows, so no moment of a kill leaves it empty.
+    """
+
+    def __init__(self, path: str | Path, columns: tuple[str, ...] = ()) -> None:
+        self.path = Path(path)
+        self.columns = columns  # columns known in advance (e.g. the KNN monitor's)
+
+    def read(self) -> tuple[list[str], list[dict[str, str]]]:
+        """The header and the complete rows (a torn last line, or a row whose field count is not
+        the header's, is left out)."""
+        header, rows, _ = self._parse()
+        return header, rows
+
+    def _parse(self) -> tuple[list[str], list[dict[str, str]], int]:
+        """Header, complete rows, and how many lines were left out as incomplete."""
+        if not self.path.is_file():
+            return [], [], 0
+        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        torn = 0
+        if lines and not lines[-1].endswith("\n"):
+            lines, torn = lines[:-1], 1  # the append a kill interrupted
+        if not lines:
+            return [], [], torn
+        parsed = list(csv.reader(io.StringIO("".join(lines))))
+        header, body = parsed[0], parsed[1:]
+        rows = [dict(zip(header, values, strict=True)) for values in body
+                if len(values) == len(header)]
+        return header, rows, torn + len(body) - len(rows)
+
+    def rows(self) -> list[dict[str, str]]:
+        return self.read()[1]
+
+    def reset(self) -> None:
+        """A fresh run starts without rows."""
+        self.path.unlink(missing_ok=True)
+
+    def reconcile(self, epoch: int) -> str | None:
+        """Keep the rows of epochs 1..``epoch`` (the checkpoint's completed epochs), drop later
+        ones and torn lines; a message saying what changed, or None."""
+        header, rows, torn = self._parse()
+        kept = [r for r in rows if _epoch_of(r) is not None and _epoch_of(r) <= epoch]
+        dropped = sorted({e for r in rows if (e := _epoch_of(r)) is not None and e > epoch})
+        messages = []
+        if dropped:
+            messages.append(f"dropped the rows of epochs {', '.join(map(str, dropped))} "
+                            f"(after the checkpoint's epoch {epoch})")
+        if torn:
+            messages.append(f"dropped {torn} line(s) an interrupted write left incomplete")
+        missing = sorted(set(range(1, epoch + 1)) - {_epoch_of(r) for r in kept})
+        if missing:
+            messages.append(f"has no rows for epochs {', '.join(map(str, missing))}")
+        if dropped or torn:
+            self._replace(header, kept)
+        return f"{self.path}: {'; '.join(messages)}" if messages else None
+
+    def append(self, row: dict[str, Any]) -> None:
+        """Append ``row`` durably; the whole file is replaced (atomically) only when the row
+        brings a column the header lacks or the file ends in a torn line."""
+        header, rows, torn = self._parse()
+        if not header or torn or any(key not in header for key in row):
+            header = header or [*row, *(c for c in self.columns if c not in row)]
+            header = [*header, *(k for k in row if k not in header)]
+            self._replace(header, rows, extra=[row])
+            return
+        with self.path.open("a", encoding="utf-8", newline="") as handle:
+            csv.DictWriter(handle, fieldnames=header, restval="").writerow(row)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    @staticmethod
+    def _render(header: list[str], rows: list[dict[str, Any]]) -> bytes:
+        if not header:
+            return b""
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=header, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+        return buffer.getvalue().encode("utf-8")
+
+    def _replace(self, header: list[str], rows: list[dict[str, Any]],
+                 extra: Sequence[dict[str, Any]] = ()) -> None:
+        """Write the whole file under a temporary name, fsync it and rename it over the old."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temp = self.path.with_name(self.path.name + ".partial")
+        with temp.open("wb") as handle:
+            handle.write(self._render(header, [*rows, *extra]))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, self.path)
+        fsync_dir(self.path.parent)
+
+
+def _epoch_of(row: dict[str, str]) -> int | None:
+    try:
+        return int(row.get("epoch", ""))
+    except ValueError:
+        return None
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes: the digest an embedding file records of its checkpoint, so
+    that a result is recorded only in the run whose checkpoint provably produced it."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def enclosing_run(file: str | Path, max_up: int = 3) -> RunDir | None:

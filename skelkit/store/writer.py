@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +15,8 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from skelkit import __version__
+from skelkit.failpoints import failpoint
+from skelkit.store.durable import fsync_dir
 from skelkit.store.errors import StoreError
 from skelkit.store.layout import Layout
 from skelkit.store.schema import FORMAT, SAMPLE_COLUMNS, VERSION
@@ -42,6 +46,21 @@ def consolidate(path: str | Path) -> None:
         # zarr warns that consolidated metadata is not in the v3 spec; the contract asks for it.
         warnings.simplefilter("ignore")
         zarr.consolidate_metadata(str(path))
+
+
+STAGING_SUFFIX = ".creating"
+
+
+def store_build_id(path: str | Path) -> str | None:
+    """The ``build_id`` a store was created with (a new one at every creation or
+    ``--overwrite``; a resumed build keeps it); None for a store without one, and ``"missing"``
+    when no store can be read at ``path`` (removed, or being recreated). Cheap: one small read."""
+    try:
+        group = zarr.open_group(str(path), mode="r", zarr_format=3)
+        value = group.attrs.get("build_id")
+    except Exception:  # any unreadable state means: not the store the caller opened
+        return "missing"
+    return None if value is None else str(value)
 
 
 class StoreWriter:
@@ -75,13 +94,16 @@ class StoreWriter:
         shard_frames: int = 16384,
     ) -> StoreWriter:
         path = Path(path)
-        if path.exists():
-            if not overwrite:
-                raise StoreError(f"{path} already exists (use --resume or --overwrite)")
-            shutil.rmtree(path)
+        if path.exists() and not overwrite:
+            raise StoreError(f"{path} already exists (use --resume or --overwrite)")
+        # Everything is created in a staging folder renamed into place at the end, so a kill at
+        # any moment of creation leaves either no store or a complete empty one that --resume
+        # continues (attributes written one by one once left stores --resume could not open).
+        staging = path.with_name(path.name + STAGING_SUFFIX)
+        if staging.exists():
+            shutil.rmtree(staging)  # a creation a kill interrupted (the caller holds the lock)
         v, m = layout.num_joints, max_bodies
-        group = zarr.open_group(str(path), mode="w", zarr_format=3)
-        group.attrs.update({
+        attributes = {
             "format": FORMAT,
             "version": VERSION,
             "dataset": dataset,
@@ -93,9 +115,12 @@ class StoreWriter:
             "protocols": list(protocols),
             "source": source,
             "created_by": f"skelkit {__version__}",
+            "build_id": uuid.uuid4().hex,  # readers notice a store replaced under them
             "complete": False,
             "progress": {"n_samples": 0, "n_frames": 0},
-        })
+        }
+        group = zarr.create_group(str(staging), zarr_format=3, attributes=attributes)
+        failpoint("store-create-attrs")
         for name, dtype in SAMPLE_COLUMNS.items():
             group.create_array(f"samples/{name}", shape=(0,), dtype=dtype, chunks=(4096,))
         for p in protocols:
@@ -113,6 +138,14 @@ class StoreWriter:
                 chunks=(chunk_samples, 3, frames, v, m), shards=(shard_samples, 3, frames, v, m),
                 compressors=_fast_codec(),
             )
+        failpoint("store-create-arrays")
+        if path.exists():
+            shutil.rmtree(path)  # --overwrite: a kill from here to the rename leaves no store
+        failpoint("store-create-removed-old")
+        os.rename(staging, path)
+        fsync_dir(path.parent)
+        failpoint("store-create-renamed")
+        group = zarr.open_group(str(path), mode="r+", zarr_format=3)
         return cls(path, group)
 
     @classmethod

@@ -8,6 +8,7 @@ from typing import Any
 
 from skelkit.store.embeddings import EmbeddingGroup, write_embeddings
 from skelkit.store.reader import open_store
+from skelkit.store.rundir import file_sha256
 from skelkit.train.runs import (
     TrainInputError,
     embed_modalities,
@@ -58,6 +59,8 @@ def export_embeddings(run_dir: str | Path, out: str | Path, *, checkpoint: str |
         "store": str(store_path),
         "protocol": str(protocol),
         "checkpoint": str(checkpoint_state.path.resolve()),
+        # skeleval records a result in the run only when this still matches its checkpoint.
+        "checkpoint_sha256": file_sha256(checkpoint_state.path),
         "epoch": checkpoint_state.epoch,
         "config": json.dumps(cfg.to_dict()),
     }

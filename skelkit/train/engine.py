@@ -6,11 +6,11 @@ RNG states and continues, giving the same loss curve as an uninterrupted run on 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import inspect
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +20,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from skelkit.failpoints import failpoint
 from skelkit.knn import knn_evaluate
+from skelkit.store.lock import WriterLock
 from skelkit.store.reader import Store, StoreError, open_store
-from skelkit.store.rundir import RunDir
+from skelkit.store.rundir import MetricsLog, RunDir
+from skelkit.store.writer import store_build_id
 from skelkit.train.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
 from skelkit.train.config import OptimConfig, RunConfig, ScheduleConfig
 from skelkit.train.data import SkeletonDataset, build_augment, make_loader
@@ -80,9 +83,10 @@ class EpochSchedule:
 class RunFiles:
     """train.log, metrics.csv and TensorBoard events of the main rank."""
 
-    def __init__(self, run_dir: RunDir, enabled: bool) -> None:
+    def __init__(self, run_dir: RunDir, enabled: bool, metric_columns: tuple[str, ...] = ()
+                 ) -> None:
         self.enabled = enabled
-        self.metrics_path = run_dir.metrics
+        self.metrics = MetricsLog(run_dir.metrics, columns=metric_columns)
         self._tb: Any = None
         self._handler: logging.Handler | None = None
         if enabled:
@@ -98,37 +102,24 @@ class RunFiles:
             except ImportError:  # tensorboard is a dependency, but a missing one must not stop a run
                 LOG.warning("tensorboard not importable; metrics go to metrics.csv only")
 
-    def truncate_metrics(self, start_epoch: int) -> None:
-        """Drop rows of epochs a resumed run will redo (``epoch`` counts completed epochs)."""
-        if not self.enabled or not self.metrics_path.is_file():
+    def reconcile_metrics(self, start_epoch: int, resume: bool) -> None:
+        """A fresh run starts metrics.csv empty; a resumed one keeps the rows up to its
+        checkpoint's epoch (``epoch`` counts completed epochs) and drops, saying so, the rows of
+        epochs it will redo."""
+        if not self.enabled:
             return
-        with self.metrics_path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-            fields = list(rows[0].keys()) if rows else None
-        if fields is None:
+        if not resume:
+            self.metrics.reset()
             return
-        kept = [r for r in rows if int(r["epoch"]) <= start_epoch]
-        with self.metrics_path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(kept)
+        message = self.metrics.reconcile(start_epoch)
+        if message:
+            LOG.warning("%s", message)
+            print(f"skeltrain: {message}", file=sys.stderr, flush=True)
 
     def write_metrics(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        rows: list[dict[str, Any]] = []
-        fields = list(row)
-        if self.metrics_path.is_file() and self.metrics_path.stat().st_size:
-            with self.metrics_path.open(newline="") as f:
-                reader = csv.DictReader(f)
-                rows = list(reader)
-                fields = list(reader.fieldnames or []) + [k for k in row if k not in
-                                                          (reader.fieldnames or [])]
-        # A column that appears later (e.g. the KNN monitor's) rewrites the file with it.
-        with self.metrics_path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields, restval="")
-            writer.writeheader()
-            writer.writerows([*rows, row])
+        self.metrics.append(row)  # durable before the epoch's checkpoint is
         if self._tb is not None:
             for key, value in row.items():
                 if key != "epoch" and isinstance(value, int | float) and math.isfinite(value):
@@ -167,6 +158,17 @@ def _open_store(cfg: RunConfig) -> Store:
     except StoreError as exc:
         raise TrainInputError(str(exc)) from None
     return store
+
+
+def _check_store_unchanged(store: str | Path | None, build_id: str | None, epoch: int,
+                           last_path: Path) -> None:
+    """Stop with one line when the store was rebuilt or removed under the run."""
+    now = store_build_id(str(store))
+    if now != build_id:
+        raise TrainInputError(
+            f"{store} was {'removed' if now == 'missing' else 'rebuilt'} while this run trained "
+            f"(build {build_id}, now {now}); stopped in epoch {epoch + 1} before saving it; the "
+            f"last checkpoint {last_path} is kept (--resume continues on the new store)")
 
 
 def _per_rank_buffers() -> dict[str, bool]:
@@ -210,6 +212,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(
         cfg.data, store=str(Path(str(cfg.data.store)).resolve())))
 
+    build_id = store_build_id(cfg.data.store)  # recorded in the run, checked at every epoch
+
     torch.manual_seed(cfg.engine.seed)  # identical initial weights on every rank
     method = build_method(cfg, store).to(device)
     params = [p for p in method.parameters() if p.requires_grad]
@@ -231,31 +235,46 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
             scaler.load_state_dict(ckpt["scaler"])
         start_epoch = int(ckpt["epoch"])
         restore_rng_state(ckpt["rng"])
+        trained_on = (ckpt.get("extra") or {}).get("store_build_id")
+        if trained_on is not None and trained_on != build_id:
+            print(f"skeltrain: warning: {cfg.data.store} was rebuilt since {last_path} was "
+                  f"written (build {trained_on}, now {build_id}); continuing on the rebuilt store",
+                  file=sys.stderr, flush=True)
 
-    files = RunFiles(rundir, enabled=ctx.is_main)
-    config_text = cfg.to_yaml()
-    if ctx.is_main:
-        rundir.config.write_text(config_text)
-        files.truncate_metrics(start_epoch)
-        LOG.info("%s run %s: method %s, store %s, protocol %s, device %s, world %d, epochs %d-%d",
-                 "resumed" if resume else "new", run_dir, cfg.method, cfg.data.store,
-                 cfg.data.protocol, device, ctx.world_size, start_epoch, cfg.engine.epochs)
-
-    def save(epoch: int) -> Path:
-        if ctx.is_main:
-            state = dict(method=cfg.method, epoch=epoch, model=method.state_dict(),
-                         optimizer=optimizer.state_dict(), scheduler=schedule.state_dict(epoch),
-                         scaler=scaler.state_dict() if use_amp else None, config_text=config_text,
-                         extra={"layout": store.layout.to_attrs()})
-            save_checkpoint(last_path, **state)
-            every = cfg.engine.checkpoint_every
-            if epoch == 0 or (every and epoch % every == 0) or epoch == cfg.engine.epochs:
-                save_checkpoint(rundir.epoch_checkpoint(epoch), **state)
-        barrier(ctx)
-        return last_path
-
+    # One writer per run directory: a second `skeltrain run` into it stops here with one line.
+    lock = WriterLock(rundir.lock_file, run_dir, "skeltrain run") if ctx.is_main else None
+    if lock is not None:
+        lock.acquire()
+    files: RunFiles | None = None
     history: list[dict[str, Any]] = []
     try:
+        files = RunFiles(rundir, enabled=ctx.is_main,
+                         metric_columns=("knn_top1",) if cfg.engine.knn_every else ())
+        config_text = cfg.to_yaml()
+        if ctx.is_main:
+            rundir.config.write_text(config_text)
+            files.reconcile_metrics(start_epoch, resume)
+            LOG.info("%s run %s: method %s, store %s (build %s), protocol %s, device %s, world %d, "
+                     "epochs %d-%d", "resumed" if resume else "new", run_dir, cfg.method,
+                     cfg.data.store, build_id, cfg.data.protocol, device, ctx.world_size,
+                     start_epoch, cfg.engine.epochs)
+
+        def save(epoch: int) -> Path:
+            if ctx.is_main:
+                state = dict(method=cfg.method, epoch=epoch, model=method.state_dict(),
+                             optimizer=optimizer.state_dict(),
+                             scheduler=schedule.state_dict(epoch),
+                             scaler=scaler.state_dict() if use_amp else None,
+                             config_text=config_text,
+                             extra={"layout": store.layout.to_attrs(),
+                                    "store_build_id": build_id})
+                save_checkpoint(last_path, **state)
+                every = cfg.engine.checkpoint_every
+                if epoch == 0 or (every and epoch % every == 0) or epoch == cfg.engine.epochs:
+                    save_checkpoint(rundir.epoch_checkpoint(epoch), **state)
+            barrier(ctx)
+            return last_path
+
         if start_epoch == 0 and not resume:
             save(0)  # the random initialisation: `--epochs 0` is the random-init baseline
         if start_epoch >= cfg.engine.epochs:
@@ -286,20 +305,32 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
         end_epoch = cfg.engine.epochs if stop_after is None else min(stop_after,
                                                                      cfg.engine.epochs)
         for epoch in range(start_epoch, end_epoch):
+            _check_store_unchanged(cfg.data.store, build_id, epoch, last_path)
             lr = schedule.lr(epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             sampler.set_epoch(epoch)
             method.train()
-            row = _train_epoch(step_module, loader, optimizer, scaler, epoch, device, cfg,
-                               use_amp, ctx, progress, last_path)
+            try:
+                row = _train_epoch(step_module, loader, optimizer, scaler, epoch, device, cfg,
+                                   use_amp, ctx, progress, last_path)
+            except Exception:
+                # A store replaced in the middle of an epoch explains the failure in one line.
+                _check_store_unchanged(cfg.data.store, build_id, epoch, last_path)
+                raise
+            # ... and one replaced while the epoch ran never reaches a row or a checkpoint.
+            _check_store_unchanged(cfg.data.store, build_id, epoch, last_path)
             row = {"epoch": epoch + 1, "lr": lr, **row}
             every = cfg.engine.knn_every
             if monitor is not None and ((epoch + 1) % every == 0 or epoch + 1 == cfg.engine.epochs):
                 row["knn_top1"] = monitor(progress)
             barrier(ctx)
-            save(epoch + 1)
+            # The row first: a kill between the two leaves a row past the checkpoint, which
+            # --resume drops and redoes; the other order would lose the epoch's row.
             files.write_metrics(row)
+            failpoint("train-metrics-row")
+            save(epoch + 1)
+            failpoint("train-checkpoint")
             history.append(row)
             if ctx.is_main:
                 LOG.info("epoch %d/%d %s", epoch + 1, cfg.engine.epochs,
@@ -310,7 +341,10 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
             LOG.error("%s", exc)
         raise
     finally:
-        files.close()
+        if files is not None:
+            files.close()
+        if lock is not None:
+            lock.release()
     return TrainResult(run_dir, end_epoch, last_path, history, method)
 
 

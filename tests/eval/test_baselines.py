@@ -88,7 +88,7 @@ def test_baseline_dir_refuses_another_store(random_walk_store, tmp_path):
     (["--raw"], "--raw needs --store and --protocol"),
     ([], "exactly one feature source"),
     (["--emb", "x.h5", "--raw", "--store", "s", "--protocol", "xsub"], "got both --emb and --raw"),
-    (["--emb", "x.h5", "--record-dir", "d"], "--record-dir is for --raw"),
+    (["--run", "r", "--record-dir", "d"], "--record-dir is for --emb and --raw"),
     (["--raw", "--store", "missing.zarr", "--protocol", "xsub"], "missing.zarr: no such store"),
 ])
 def test_source_usage_errors_exit_2(args, message, tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from skelkit.eval.cli import main
 from skelkit.eval.report import find_run_dir, format_score, mean_std
+from skelkit.store.rundir import file_sha256
 
 
 def _embed_for_run(tmp_path, run, rng, make_clustered, make_split_file, name, spread,
@@ -20,7 +21,8 @@ def _embed_for_run(tmp_path, run, rng, make_clustered, make_split_file, name, sp
     checkpoint = run / "checkpoints" / "last.pt"
     attrs = {"method": "cmd", "modality": "joint", "protocol": "xsub", "store": "ntu60.zarr",
              "epoch": 10, "checkpoint": str(checkpoint if not relative else
-                                            checkpoint.relative_to(tmp_path))}
+                                            checkpoint.relative_to(tmp_path)),
+             "checkpoint_sha256": file_sha256(checkpoint)}  # as skeltrain embed records it
     return make_split_file(tmp_path / name, (x[:240], y[:240]), (x[240:], y[240:]), attrs)
 
 

@@ -36,6 +36,7 @@ from skelkit.prep.report import build_report
 from skelkit.prep.tasks import DatasetSpec, Discovery, FileTask
 from skelkit.store.errors import StoreError
 from skelkit.store.layout import Layout, get_layout
+from skelkit.store.lock import store_lock
 from skelkit.store.reader import open_store
 from skelkit.store.schema import FIXED_FRAMES, MAX_BODIES, MODALITIES
 from skelkit.store.writer import StoreWriter
@@ -61,6 +62,7 @@ class BuildOptions:
     manifest: Path | None = None
     layout: str | None = None
     normalise: str = "layout"
+    allow_outside_raw: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,7 +189,8 @@ def _run_batches(writer: StoreWriter, progress: Progress, batches: list[list[Fil
 def build_store(opts: BuildOptions) -> dict[str, Any]:
     """Build ``opts.out`` from ``opts.raw``; returns the report stored in the store."""
     dataset = get_dataset(opts.dataset, opts.raw, manifest=opts.manifest, layout=opts.layout,
-                          normalise=opts.normalise, frames=opts.frames)
+                          normalise=opts.normalise, frames=opts.frames,
+                          allow_outside_raw=opts.allow_outside_raw)
     if opts.frames < 2:
         raise BuildError(f"--frames must be at least 2, not {opts.frames}")
     layout = get_layout(dataset.layout)
@@ -197,6 +200,14 @@ def build_store(opts: BuildOptions) -> dict[str, Any]:
     workers = opts.workers if opts.workers is not None else (os.cpu_count() or 1)
     if workers < 1:
         raise BuildError(f"--workers must be at least 1, not {workers}")
+    # One writer at a time: a second build, --resume or --overwrite of this store stops here
+    # with one line naming the holder, before it touches anything.
+    with store_lock(opts.out):
+        return _build_locked(opts, dataset, layout, disc, workers)
+
+
+def _build_locked(opts: BuildOptions, dataset: DatasetSpec, layout: Layout, disc: Discovery,
+                  workers: int) -> dict[str, Any]:
     if opts.out.exists() and opts.resume and _is_complete(opts.out):
         print(f"skelprep build: {opts.out} is already complete; nothing to resume", file=sys.stderr)
         return open_store(opts.out).report

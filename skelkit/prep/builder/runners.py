@@ -4,7 +4,10 @@ only in the scheduler that executes it."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import socket
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,12 +44,15 @@ class LocalRunner(Runner):
     Each batch is its own ``dask.compute`` call issued from a dispatch thread, so finished
     batches come back one by one (a single compute over all batches would hold them all).
     Spawned, not forked: the driver runs zarr's event-loop thread, which fork does not copy.
+    Each worker watches its driver and exits when it is gone (a kill -9 of the driver would
+    otherwise leave the workers, a few hundred MB each, running).
     """
 
     def __init__(self, workers: int) -> None:
         self.slots = workers
         self.description = f"dask local processes ({workers})"
-        self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=exit_with_parent, initargs=(os.getpid(),))
         self._dispatch = ThreadPoolExecutor(2 * workers, thread_name_prefix="skelprep-dispatch")
 
     def submit(self, fn: Any, *args: Any) -> Any:
@@ -58,6 +64,20 @@ class LocalRunner(Runner):
     def close(self) -> None:
         self._dispatch.shutdown(wait=True, cancel_futures=True)
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def exit_with_parent(parent: int, interval: float = 0.5) -> None:
+    """Pool-worker initialiser: a daemon thread ends this worker within ``interval`` seconds of
+    its driver ``parent`` dying, however it died (the worker is then re-parented, so its parent
+    PID changes). A watchdog rather than Linux's PR_SET_PDEATHSIG, which fires when the
+    *thread* that spawned the worker ends: here a dispatch thread, not the driver."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="skelprep-driver-watch", daemon=True).start()
 
 
 class DistributedRunner(Runner):

@@ -23,15 +23,16 @@ DATASET_NAMES: tuple[str, ...] = (*DATASETS, GENERIC)
 
 def get_dataset(name: str, raw: Path | None = None, *, manifest: Path | None = None,
                 layout: str | None = None, normalise: str = "layout",
-                frames: int = FIXED_FRAMES) -> DatasetSpec:
+                frames: int = FIXED_FRAMES, allow_outside_raw: bool = False) -> DatasetSpec:
     """The spec of ``name``; DatasetError for an unknown name or generic-only options elsewhere."""
     if name == GENERIC:
         if raw is None:
             raise DatasetError("--dataset generic needs a raw folder")
-        return generic_dataset(raw, manifest, layout, normalise, frames)
-    if manifest is not None or layout is not None or normalise != "layout":
+        return generic_dataset(raw, manifest, layout, normalise, frames, allow_outside_raw)
+    if manifest is not None or layout is not None or normalise != "layout" or allow_outside_raw:
         raise DatasetError(
-            "--manifest, --layout and --normalise are options of --dataset generic only"
+            "--manifest, --layout, --normalise and --allow-outside-raw are options of "
+            "--dataset generic only"
         )
     try:
         return DATASETS[name]

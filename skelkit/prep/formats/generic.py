@@ -151,14 +151,47 @@ class RowError(Exception):
         self.reason, self.kind = reason, kind
 
 
+# What the store's columns hold (docs/design.md §4.2): label int64, the ids int32.
+INT_RANGES = {"label": (0, 2 ** 63 - 1), "subject": (-1, 2 ** 31 - 1),
+              "camera": (-1, 2 ** 31 - 1), "setup": (-1, 2 ** 31 - 1)}
+
+
 def _int_field(row: dict[str, str], column: str, default: int | None = None) -> int:
+    """The cell as an integer inside the range its store column holds (a RowError otherwise,
+    never an OverflowError that would stop the build)."""
     text = row.get(column, "").strip()
     if not text and default is not None:
         return default
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
-        raise RowError(f"{column} {text!r} is not an integer", f"bad_{column}") from None
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise RowError(f"{column} {shown!r} is not an integer", f"bad_{column}") from None
+    low, high = INT_RANGES[column]
+    if not low <= value <= high:
+        shown = str(value) if len(text) <= 40 else f"{text[:20]}... ({len(text)} digits)"
+        raise RowError(f"{column} {shown} is outside {low}..{high} (what the store holds)",
+                       f"bad_{column}")
+    return value
+
+
+def _sample_path(file_text: str, raw: Path, allow_outside_raw: bool) -> Path:
+    """The row's file, checked to be a regular file inside ``raw`` (after following links)
+    unless ``allow_outside_raw``; the reasons name the path, never what the file holds."""
+    path = Path(file_text) if Path(file_text).is_absolute() else raw / file_text
+    if not allow_outside_raw:
+        root = raw.resolve()
+        if not path.resolve().is_relative_to(root):
+            raise RowError(f"file {path} is outside the raw folder {root} "
+                           "(--allow-outside-raw admits it)", "outside_raw")
+    if not path.exists():
+        raise RowError(f"file {path} does not exist", "missing_file")
+    if path.is_dir():
+        raise RowError(f"file {path} is a folder, not a .npy file", "bad_file")
+    if not path.is_file():  # read nothing from a device, FIFO or socket: it may never end
+        raise RowError(f"file {path} is not a regular file (a device, FIFO or socket)",
+                       "bad_file")
+    return path
 
 
 def npy_shape(path: Path) -> tuple[tuple[int, ...], np.dtype]:
@@ -186,13 +219,12 @@ def check_shape(shape: tuple[int, ...], layout: Layout) -> str | None:
 
 
 def _row_task(row: dict[str, str], raw: Path, layout: Layout, protocols: tuple[str, ...],
-              manifest: Path, line: int) -> tuple[SampleSpec, FileTask, dict[str, int]]:
+              manifest: Path, line: int, allow_outside_raw: bool = False
+              ) -> tuple[SampleSpec, FileTask, dict[str, int]]:
     name = row["name"].strip()
     if not name:
         raise RowError("empty name", "bad_name")
     label = _int_field(row, "label")
-    if label < 0:
-        raise RowError(f"label {label} is negative (labels are 0-based class ids)", "bad_label")
     ids = {c: _int_field(row, c, default=-1) for c in ID_COLUMNS}
     splits = {}
     for protocol in protocols:
@@ -204,13 +236,14 @@ def _row_task(row: dict[str, str], raw: Path, layout: Layout, protocols: tuple[s
     file_text = row["file"].strip()
     if not file_text:
         raise RowError("empty file", "missing_file")
-    path = Path(file_text) if Path(file_text).is_absolute() else raw / file_text
-    if not path.is_file():
-        raise RowError(f"file {path} does not exist", "missing_file")
+    path = _sample_path(file_text, raw, allow_outside_raw)
     try:
         shape, dtype = npy_shape(path)
-    except (ValueError, OSError, SyntaxError) as e:
-        raise RowError(f"file {path} is not a .npy array ({e})", "bad_file") from None
+    except Exception as e:  # a crafted header raises ValueError, SyntaxError,
+        # tokenize.TokenError, ...: all of them cost this row. numpy's messages quote the
+        # file's first bytes: name the failure, not the content.
+        raise RowError(f"file {path} is not a .npy array ({_what_failed(e)})",
+                       "bad_file") from None
     if dtype.kind not in "fiu":
         raise RowError(f"file {path} holds {dtype}, expected numbers", "bad_file")
     problem = check_shape(shape, layout)
@@ -222,7 +255,15 @@ def _row_task(row: dict[str, str], raw: Path, layout: Layout, protocols: tuple[s
     return spec, FileTask(str(path), (spec,), path.stat().st_size), splits
 
 
-def read_manifest(manifest: Path, raw: Path, layout: Layout) -> Discovery:
+def _what_failed(error: Exception) -> str:
+    """A reason for an unreadable file that quotes none of its bytes."""
+    if isinstance(error, OSError):
+        return error.strerror or type(error).__name__
+    return f"{type(error).__name__}: no valid .npy magic and header"
+
+
+def read_manifest(manifest: Path, raw: Path, layout: Layout,
+                  allow_outside_raw: bool = False) -> Discovery:
     """The work list of a generic dataset; bad rows become skips naming ``manifest:line``."""
     header = read_header(manifest)
     tasks: list[FileTask] = []
@@ -246,7 +287,8 @@ def read_manifest(manifest: Path, raw: Path, layout: Layout) -> Discovery:
                 continue
             row = dict(zip(header.columns, fields))
             try:
-                spec, task, splits = _row_task(row, raw, layout, header.protocols, manifest, line)
+                spec, task, splits = _row_task(row, raw, layout, header.protocols, manifest, line,
+                                               allow_outside_raw)
             except RowError as e:
                 skipped.append(Skip(*where, e.reason, e.kind))
                 continue
@@ -269,7 +311,8 @@ def read_manifest(manifest: Path, raw: Path, layout: Layout) -> Discovery:
 
 
 def generic_dataset(raw: Path, manifest: Path | None, layout: str | None,
-                    normalisation: str = "layout", frames: int = FIXED_FRAMES) -> DatasetSpec:
+                    normalisation: str = "layout", frames: int = FIXED_FRAMES,
+                    allow_outside_raw: bool = False) -> DatasetSpec:
     """The spec of one generic build; DatasetError/ManifestError when it cannot start."""
     layout_name, resolved = resolve_layout(layout)
     norm = parse_normalisation(normalisation, resolved)
@@ -277,7 +320,7 @@ def generic_dataset(raw: Path, manifest: Path | None, layout: str | None,
     header = read_header(manifest)
 
     def discover(raw_dir: Path, missing: set[str]) -> Discovery:
-        return read_manifest(manifest, raw_dir, resolved)
+        return read_manifest(manifest, raw_dir, resolved, allow_outside_raw)
 
     return DatasetSpec(
         name="generic", layout=layout_name, protocols=header.protocols, missing_resource=None,
@@ -352,8 +395,8 @@ def prepare_generic_task(task: FileTask, layout: Layout, frames: int, out: list[
     spec = task.samples[0]
     try:
         array = np.load(task.file, allow_pickle=False)
-    except (ValueError, OSError) as e:
+    except Exception as e:  # as at discovery: any unreadable file costs its row
         skipped.append(Skip(spec.name, spec.label_file or task.file, spec.label_line or None,
-                            f"file {task.file}: cannot load ({e})", "bad_file"))
+                            f"file {task.file}: cannot load ({_what_failed(e)})", "bad_file"))
         return
     prepare_array_task(task, array, layout, frames, norm, out, skipped)

@@ -1,0 +1,91 @@
+"""Workers die with their driver: after kill -9 of a `skelprep build --workers 2`, its worker
+processes end within seconds instead of living on (about 320 MB each)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from skelkit.prep.builder.batch import BATCH_SIZE_ENV
+from skelkit.prep.builder.pipeline import BATCH_PAUSE_ENV
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux /proc")
+
+
+def parent_of(pid: int) -> int | None:
+    """The parent PID of a live process, None for one that is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return None if fields[0] in ("Z", "X") else int(fields[1])
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and parent_of(int(entry.name)) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def is_pool_worker(pid: int) -> bool:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return False
+    return b"multiprocessing.spawn" in command or b"spawn_main" in command
+
+
+def batches_done(store: Path) -> int:
+    try:
+        attrs = json.loads((store / "zarr.json").read_text())["attributes"]
+        return int(attrs.get("progress", {}).get("batches_done", 0))
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("raw") / "ntu"
+    done = subprocess.run([sys.executable, "-m", "skelkit.prep.cli", "synth", "--dataset", "ntu60",
+                           "--out", str(folder), "--classes", "3", "--performers", "2",
+                           "--nuisance", "none"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return folder
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_driver_ends_its_workers(raw: Path, tmp_path: Path) -> None:
+    out = tmp_path / "s.zarr"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "skelkit.prep.cli", "build", "--dataset", "ntu60", "--raw",
+         str(raw), "--out", str(out), "--workers", "2"],
+        env={**os.environ, BATCH_SIZE_ENV: "2", BATCH_PAUSE_ENV: "0.5"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while batches_done(out) < 1:
+            assert driver.poll() is None, "the build ended before it could be killed"
+            assert time.monotonic() < deadline, "the build made no progress"
+            time.sleep(0.05)
+        workers = [pid for pid in children(driver.pid) if is_pool_worker(pid)]
+        assert len(workers) == 2, workers  # the pool of --workers 2 is there ...
+        os.kill(driver.pid, signal.SIGKILL)
+    finally:
+        driver.wait()
+    deadline = time.monotonic() + 15
+    while any(parent_of(pid) is not None for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = [pid for pid in workers if parent_of(pid) is not None]
+    for pid in alive:  # leave nothing behind, even when the check fails
+        os.kill(pid, signal.SIGKILL)
+    assert alive == [], f"workers {alive} outlived their driver by 15 s"  # ... and gone
