@@ -22,7 +22,7 @@ from skelkit.store.layout import NTU25
 from skelkit.store.reader import Store, open_store
 from skelkit.store.schema import FIXED_FRAMES, MAX_BODIES
 from skelkit.store.writer import SampleBatch, StoreWriter
-from skelkit.train.augment import build_augmentations, resize_linear
+from skelkit.train.augment import BatchAugmentation, Clips, build_augmentations, resize_linear
 
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 View = Callable[[np.ndarray], np.ndarray]
@@ -107,43 +107,58 @@ class SkeletonDataset(Dataset):
 
     # --- reading ---------------------------------------------------------------------------
 
-    def _read_many(self, positions: np.ndarray) -> list[np.ndarray]:
-        """(3, T, V, M) joints of the given side positions, in order, with one zarr call."""
+    def _read_clips(self, positions: np.ndarray) -> Clips:
+        """The joints of the given side positions, in order, with one zarr call, as frames-major
+        :class:`Clips` (the raw frames' own layout: no per-sample copies)."""
         rows = self.meta.indices[positions]
         if self.kind == "fixed":
             order = np.argsort(rows, kind="stable")
             block = np.asarray(self.store.fixed(self.modality).oindex[rows[order]], np.float32)
             # block[j] is row order[j]: the inverse permutation puts them back in request order.
-            return [block[j] for j in np.argsort(order, kind="stable")]
+            return Clips.from_dense(block[np.argsort(order, kind="stable")])
         lo, hi = self.meta.offsets[rows], self.meta.offsets[rows + 1]
-        lengths = hi - lo
         frames = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)])
         # Sorted unique frame indices read the raw chunks once each, concurrently inside zarr.
         uniq, inverse = np.unique(frames, return_inverse=True)
         block = np.asarray(self.store.group["raw/joint"].oindex[uniq], np.float32)[inverse]
-        cuts = np.cumsum(lengths)[:-1]
-        return [np.ascontiguousarray(seq.transpose(1, 0, 2, 3)) for seq in np.split(block, cuts)]
+        return Clips(block, (hi - lo).astype(np.int64))
 
     # --- samples -----------------------------------------------------------------------------
 
+    def _labels(self, pos: int) -> dict[str, Any]:
+        return {"gamma": np.float32(self.meta.gammas[pos]), "index": int(self.meta.indices[pos]),
+                "label": int(self.meta.labels[pos])}
+
+    def _rng(self, pos: int, epoch: int) -> np.random.Generator:
+        """The sample's own generator: its views depend on (seed, epoch, store row) only."""
+        return np.random.default_rng([self.seed, epoch, int(self.meta.indices[pos])])
+
     def _make(self, pos: int, epoch: int, x: np.ndarray) -> dict[str, Any]:
-        row = int(self.meta.indices[pos])
-        item: dict[str, Any] = {
-            "gamma": np.float32(self.meta.gammas[pos]),
-            "index": row,
-            "label": int(self.meta.labels[pos]),
-        }
+        item = self._labels(pos)
         if self.mode == "embed":
             if self.view is not None:
                 item["x"] = np.ascontiguousarray(self.view(x), dtype=np.float32)
             else:
                 item["x"] = resize_time(x, self.window) if self.kind == "sequence" else x
             return item
-        rng = np.random.default_rng([self.seed, epoch, row])
+        rng = self._rng(pos, epoch)
         aug = self.augment or (lambda a, _r: a)
         item["q"] = np.ascontiguousarray(aug(x, rng), dtype=np.float32)
         item["k"] = np.ascontiguousarray(aug(x, rng), dtype=np.float32)
         return item
+
+    def _augment_batch(self, pairs: list[tuple[int, int]], clips: Clips,
+                       augment: BatchAugmentation) -> list[dict[str, Any]]:
+        """Both views of every sample: per sample, q's draws then k's from its own generator
+        (as ``_make`` draws them), then the arithmetic once for the whole batch per view."""
+        draws: dict[str, list[Any]] = {"q": [], "k": []}
+        for i, (pos, epoch) in enumerate(pairs):
+            rng, shape = self._rng(pos, epoch), clips.shape(i)
+            for view in ("q", "k"):
+                draws[view].append(augment.draw(shape, rng))
+        views = {view: augment.apply_batch(clips, d).dense() for view, d in draws.items()}
+        return [{**self._labels(pos), "q": views["q"][i], "k": views["k"][i]}
+                for i, (pos, _) in enumerate(pairs)]
 
     @staticmethod
     def _split_key(key: Any) -> tuple[int, int]:
@@ -158,8 +173,11 @@ class SkeletonDataset(Dataset):
         """Batch fetch (called by the DataLoader's fetcher): one store read for the whole batch."""
         pairs = [self._split_key(k) for k in keys]
         positions = np.array([p for p, _ in pairs], dtype=np.int64)
-        views = self._read_many(positions)
-        return [self._make(p, e, x) for (p, e), x in zip(pairs, views)]
+        clips = self._read_clips(positions)
+        if self.mode == "train" and isinstance(self.augment, BatchAugmentation):
+            return self._augment_batch(pairs, clips, self.augment)
+        return [self._make(p, e, np.ascontiguousarray(clips.clip(i)))
+                for i, (p, e) in enumerate(pairs)]
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
