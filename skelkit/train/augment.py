@@ -40,24 +40,30 @@ def _check_shape(shape: Shape) -> None:
 
 @dataclass
 class Clips:
-    """A batch of clips (3, T_i, V, M) of possibly different lengths, frames-major: ``frames``
-    (sum T_i, 3, V, M) float32 holds clip i's frames at ``starts[i]:starts[i] + lengths[i]``
-    (the layout the store's raw frames are read in, so a batch needs no per-clip copies)."""
+    """A batch of clips (3, T_i, V, M) of possibly different lengths, channel-major: ``data``
+    (3, sum T_i, V, M) float32 holds clip i as ``data[:, starts[i]:starts[i] + lengths[i]]``.
+    Channel-major so that the per-clip arithmetic runs over long contiguous rows."""
 
-    frames: np.ndarray
+    data: np.ndarray
     lengths: np.ndarray
 
     @classmethod
     def from_list(cls, clips: Sequence[np.ndarray]) -> Clips:
-        frames = np.concatenate([np.asarray(c, np.float32).transpose(1, 0, 2, 3) for c in clips])
-        return cls(frames, np.array([c.shape[1] for c in clips], np.int64))
+        data = np.concatenate([np.asarray(c, np.float32) for c in clips], axis=1)
+        return cls(data, np.array([c.shape[1] for c in clips], np.int64))
+
+    @classmethod
+    def from_frames(cls, frames: np.ndarray, lengths: np.ndarray) -> Clips:
+        """Frames-major (sum T_i, 3, V, M), as the store's raw frames are read."""
+        return cls(np.ascontiguousarray(frames.transpose(1, 0, 2, 3), dtype=np.float32),
+                   np.asarray(lengths, np.int64))
 
     @classmethod
     def from_dense(cls, x: np.ndarray) -> Clips:
         """(N, 3, T, V, M) clips of one length."""
         n, c, t, v, m = x.shape
-        frames = np.ascontiguousarray(np.asarray(x, np.float32).transpose(0, 2, 1, 3, 4))
-        return cls(frames.reshape(n * t, c, v, m), np.full(n, t, np.int64))
+        data = np.ascontiguousarray(np.asarray(x, np.float32).transpose(1, 0, 2, 3, 4))
+        return cls(data.reshape(c, n * t, v, m), np.full(n, t, np.int64))
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -70,23 +76,44 @@ class Clips:
     def clip_of_frame(self) -> np.ndarray:
         return np.repeat(np.arange(len(self.lengths)), self.lengths)
 
+    @property
+    def common_length(self) -> int | None:
+        """The one length of every clip, None when they differ."""
+        return int(self.lengths[0]) if len(set(self.lengths.tolist())) == 1 else None
+
     def shape(self, i: int) -> Shape:
         """Clip i's shape (3, T_i, V, M)."""
-        return (self.frames.shape[1], int(self.lengths[i]), *self.frames.shape[2:])
+        return (self.data.shape[0], int(self.lengths[i]), *self.data.shape[2:])
 
     def clip(self, i: int) -> np.ndarray:
         """Clip i as (3, T_i, V, M) (a view)."""
         start = int(self.starts[i])
-        return self.frames[start:start + int(self.lengths[i])].transpose(1, 0, 2, 3)
+        return self.data[:, start:start + int(self.lengths[i])]
 
     def dense(self) -> np.ndarray:
         """(N, 3, T, V, M) contiguous float32; every clip must have the same length."""
-        if len(set(self.lengths.tolist())) > 1:
+        t = self.common_length
+        if t is None:
             raise ValueError(f"clips of different lengths {sorted(set(self.lengths.tolist()))} "
                              "do not stack")
-        n, t = len(self.lengths), int(self.lengths[0]) if len(self.lengths) else 0
-        out = self.frames.reshape(n, t, *self.frames.shape[1:]).transpose(0, 2, 1, 3, 4)
+        c, _, v, m = self.data.shape
+        out = self.data.reshape(c, len(self), t, v, m).transpose(1, 0, 2, 3, 4)
         return np.ascontiguousarray(out, dtype=np.float32)
+
+    def rows(self, which: np.ndarray, per_clip: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                      np.ndarray]:
+        """The clips ``which`` as rows of a (3, R, T', V, M) view of ``data`` (a row is a clip,
+        T' = T, when all clips share one length; a frame, T' = 1, otherwise): the view, the
+        selected rows, and ``per_clip`` (aligned with ``which``) repeated for each row."""
+        c, f, v, m = self.data.shape
+        t = self.common_length
+        if t is not None:
+            return self.data.reshape(c, len(self), t, v, m), np.asarray(which), per_clip
+        position = np.full(len(self), -1, np.int64)
+        position[which] = np.arange(len(which))
+        of_frame = position[self.clip_of_frame]
+        frames = np.flatnonzero(of_frame >= 0)
+        return self.data.reshape(c, f, 1, v, m), frames, per_clip[of_frame[frames]]
 
 
 class BatchAugmentation:
@@ -145,9 +172,14 @@ def crop_resize_batch(clips: Clips, starts: np.ndarray, lengths: np.ndarray,
         raise ValueError("a crop lies outside its clip")
     lo, hi, w = _resize_positions(lengths, window)
     base = (clips.starts + starts)[:, None]
-    w = w.reshape(-1, 1, 1, 1)
-    frames = (1.0 - w) * clips.frames[(base + lo).ravel()] + w * clips.frames[(base + hi).ravel()]
-    return Clips(frames.astype(np.float32, copy=False), np.full(len(clips), window, np.int64))
+    w = w.reshape(1, -1, 1, 1)
+    # (1 - w) x_lo + w x_hi in float32, in place (the same roundings, fewer temporaries).
+    data = clips.data[:, (base + lo).ravel()]
+    data *= 1.0 - w
+    upper = clips.data[:, (base + hi).ravel()]
+    upper *= w
+    data += upper
+    return Clips(data, np.full(len(clips), window, np.int64))
 
 
 def crop_length(num_frames: int, u: float, min_ratio: float = 0.1, max_ratio: float = 1.0,
@@ -243,10 +275,32 @@ def shear(x: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return np.einsum("ij,jtvm->itvm", np.asarray(matrix, np.float64), x).astype(np.float32)
 
 
-def shear_frames(frames: np.ndarray, matrices: np.ndarray) -> np.ndarray:
-    """``shear`` of frame f (3, V, M) by ``matrices[f]`` (3, 3), in float64, as float32."""
-    return np.einsum("fij,fjvm->fivm", np.asarray(matrices, np.float64),
-                     frames).astype(np.float32)
+def _mix(channels: Sequence[np.ndarray], coefficients: np.ndarray) -> list[np.ndarray]:
+    """out_i = sum_j coefficients[r, i, j] x_j per row r (the leading axis of the three float32
+    ``channels``), in float64 and summed j = 0, 1, 2 in order, as ``einsum`` sums (bit-equal)."""
+    c = np.asarray(coefficients, np.float64)
+    shape = (len(c),) + (1,) * (channels[0].ndim - 1)
+    x = [np.asarray(ch, np.float64) for ch in channels]
+    out = []
+    for i in range(3):
+        mixed = c[:, i, 0].reshape(shape) * x[0]
+        term = np.empty_like(mixed)
+        for j in (1, 2):
+            np.multiply(c[:, i, j].reshape(shape), x[j], out=term)
+            mixed += term
+        out.append(mixed)
+    return out
+
+
+def shear_into(out: np.ndarray, clips: Clips, which: np.ndarray, matrices: np.ndarray) -> None:
+    """``shear`` of the clips ``which`` by their ``matrices`` (aligned with ``which``), written
+    into ``out`` (float32, the shape of ``clips.data``)."""
+    if len(which) == 0:
+        return
+    view, rows, coefficients = clips.rows(which, np.asarray(matrices, np.float64))
+    target = out.reshape(view.shape)
+    for i, mixed in enumerate(_mix([view[j, rows] for j in range(3)], coefficients)):
+        target[i, rows] = mixed
 
 
 def corrupt_joints(x: np.ndarray, joints: Sequence[int], matrix: np.ndarray | None) -> np.ndarray:
@@ -265,22 +319,22 @@ def corrupt_joints(x: np.ndarray, joints: Sequence[int], matrix: np.ndarray | No
 
 def corrupt_joints_batch(out: np.ndarray, clips: Clips, which: np.ndarray, joints: np.ndarray,
                          matrices: np.ndarray | None) -> None:
-    """``corrupt_joints`` of the clips ``which`` (indices), written into ``out`` (the frames of
-    ``clips``, float32): clip which[i] gets joints[i] zeroed (``matrices`` None) or mixed by
+    """``corrupt_joints`` of the clips ``which`` (indices), written into ``out`` (float32, the
+    shape of ``clips.data``): clip which[i] gets joints[i] zeroed (``matrices`` None) or mixed by
     matrices[i] (output channel j = sum_i x_i C[i, j], in float64)."""
     if len(which) == 0:
         return
-    row_of_clip = np.full(len(clips), -1, np.int64)
-    row_of_clip[which] = np.arange(len(which))
-    rows = row_of_clip[clips.clip_of_frame]
-    frame_ids = np.flatnonzero(rows >= 0)
-    rows = rows[frame_ids]
-    f, j = frame_ids[:, None], np.asarray(joints, np.int64)[rows]  # (F', 1), (F', k)
+    view, rows, per_row = clips.rows(which, np.arange(len(which)))
+    target = out.reshape(view.shape)
+    r, j = rows[:, None], np.asarray(joints, np.int64)[per_row]  # (R, 1), (R, k)
     if matrices is None:
-        out[f, :, j] = 0.0
-    else:
-        per_frame = np.asarray(matrices, np.float64)[rows]
-        out[f, :, j] = np.einsum("fij,fkim->fkjm", per_frame, clips.frames[f, :, j])
+        target[:, r, :, j] = 0.0
+        return
+    selected = view[:, r, :, j]  # (R, k, 3, T', M): the advanced axes come first
+    # C^T mixes the channels: out_j = sum_i C[i, j] x_i.
+    transposed = np.asarray(matrices, np.float64)[per_row].transpose(0, 2, 1)
+    mixed = _mix([selected[:, :, i] for i in range(3)], transposed)
+    target[:, r, :, j] = np.stack(mixed, axis=2)
 
 
 class Shear(BatchAugmentation):
@@ -304,8 +358,9 @@ class Shear(BatchAugmentation):
         return shear(x, params)
 
     def apply_batch(self, clips: Clips, params: Sequence[np.ndarray]) -> Clips:
-        return Clips(shear_frames(clips.frames, np.stack(params)[clips.clip_of_frame]),
-                     clips.lengths)
+        out = np.empty_like(clips.data)
+        shear_into(out, clips, np.arange(len(clips)), np.stack(params))
+        return Clips(out, clips.lengths)
 
 
 class JointCorruption(BatchAugmentation):
@@ -337,7 +392,7 @@ class JointCorruption(BatchAugmentation):
 
     def apply_batch(self, clips: Clips,
                     params: Sequence[tuple[np.ndarray, np.ndarray | None]]) -> Clips:
-        out = clips.frames.astype(np.float32, copy=True)
+        out = clips.data.astype(np.float32, copy=True)
         self.corrupt_into(out, clips, np.arange(len(clips)), params)
         return Clips(out, clips.lengths)
 
@@ -379,13 +434,10 @@ class ShearOrCorrupt(BatchAugmentation):
 
     def apply_batch(self, clips: Clips, params: Sequence[tuple[bool, Any]]) -> Clips:
         corrupt = np.array([c for c, _ in params], bool)
-        out = clips.frames.astype(np.float32, copy=True)
-        if (~corrupt).any():
-            # Corrupting clips hold a placeholder matrix: only the sheared frames use them.
-            matrices = np.stack([np.eye(3) if c else m for c, m in params])
-            clip = clips.clip_of_frame
-            sheared = np.flatnonzero(~corrupt[clip])
-            out[sheared] = shear_frames(clips.frames[sheared], matrices[clip[sheared]])
+        out = clips.data.astype(np.float32, copy=True)
+        sheared = np.flatnonzero(~corrupt)
+        if len(sheared):
+            shear_into(out, clips, sheared, np.stack([params[i][1] for i in sheared]))
         which = np.flatnonzero(corrupt)
         self.corrupt.corrupt_into(out, clips, which, [params[i][1] for i in which])
         return Clips(out, clips.lengths)
@@ -424,8 +476,8 @@ class TemporalPadCrop(BatchAugmentation):
         pad = t // self.padding_ratio
         p = np.asarray(params, np.int64)[:, None] + np.arange(self.window)[None, :]
         frame = np.where(p < pad, pad - 1 - p, np.where(p < pad + t, p - pad, 2 * t + pad - 1 - p))
-        frames = clips.frames[(clips.starts[:, None] + frame).ravel()]
-        return Clips(np.ascontiguousarray(frames, np.float32),
+        data = clips.data[:, (clips.starts[:, None] + frame).ravel()]
+        return Clips(np.ascontiguousarray(data, np.float32),
                      np.full(len(clips), self.window, np.int64))
 
 

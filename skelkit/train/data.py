@@ -63,7 +63,8 @@ def read_side_meta(store: Store, protocol: str, side: str) -> SideMeta:
 class SkeletonDataset(Dataset):
     """One protocol side of a store.
 
-    ``mode="train"``: two augmented views ``q``, ``k`` (3, T, V, M) per sample. ``mode="embed"``:
+    ``mode="train"``: two augmented views ``q``, ``k`` (3, T, V, M) per sample (with
+    ``batch_augment``, the arithmetic of a whole batch at once after each sample's draws). ``mode="embed"``:
     one un-augmented view ``x``: ``view`` of the sample (a method's ``evaluation_view``, e.g.
     CMD's centre crop); without one, for ``kind="sequence"`` the whole valid raw sequence resized
     to ``window`` frames, for ``kind="fixed"`` the store's fixed-length joints. Keys are
@@ -72,7 +73,8 @@ class SkeletonDataset(Dataset):
 
     def __init__(self, store_path: str | Path, protocol: str, side: str, *, kind: str,
                  mode: str = "train", augment: Augment | None = None, window: int = 64,
-                 seed: int = 0, modality: str = "joint", view: View | None = None) -> None:
+                 seed: int = 0, modality: str = "joint", view: View | None = None,
+                 batch_augment: bool = False) -> None:
         if kind not in INPUT_KINDS:
             raise ValueError(f"input kind must be one of {INPUT_KINDS}, not {kind!r}")
         if mode not in ("train", "embed"):
@@ -80,6 +82,11 @@ class SkeletonDataset(Dataset):
         self.store_path = str(store_path)
         self.protocol, self.side, self.kind, self.mode = protocol, side, kind, mode
         self.augment = augment
+        # Per-sample draws either way (the same views, bit for bit). Off by default: on the CPU
+        # workers numpy on one 64-frame clip at a time stays in cache and measured as fast or
+        # faster than the batch (bench/loader.py, CMD views: 0.16 vs 0.42 ms CPU per sample);
+        # the batched arithmetic is the form an on-device augmentation takes.
+        self.batch_augment = batch_augment
         self.view = view
         self.window = int(window)
         self.seed = int(seed)
@@ -121,7 +128,7 @@ class SkeletonDataset(Dataset):
         # Sorted unique frame indices read the raw chunks once each, concurrently inside zarr.
         uniq, inverse = np.unique(frames, return_inverse=True)
         block = np.asarray(self.store.group["raw/joint"].oindex[uniq], np.float32)[inverse]
-        return Clips(block, (hi - lo).astype(np.int64))
+        return Clips.from_frames(block, hi - lo)
 
     # --- samples -----------------------------------------------------------------------------
 
@@ -174,7 +181,8 @@ class SkeletonDataset(Dataset):
         pairs = [self._split_key(k) for k in keys]
         positions = np.array([p for p, _ in pairs], dtype=np.int64)
         clips = self._read_clips(positions)
-        if self.mode == "train" and isinstance(self.augment, BatchAugmentation):
+        if (self.batch_augment and self.mode == "train"
+                and isinstance(self.augment, BatchAugmentation)):
             return self._augment_batch(pairs, clips, self.augment)
         return [self._make(p, e, np.ascontiguousarray(clips.clip(i)))
                 for i, (p, e) in enumerate(pairs)]

@@ -102,11 +102,14 @@ def test_dataset_views_are_the_per_sample_views(store: Path, method: str, kind: 
     see the views they saw before batching."""
     cfg = resolve_run_config(method, method_class(method), "tiny")
     aug = build_augment(cfg.data.augment)
-    batched = SkeletonDataset(store, "xsub", "train", kind=kind, augment=aug, window=64, seed=5)
+    batched = SkeletonDataset(store, "xsub", "train", kind=kind, augment=aug, window=64, seed=5,
+                              batch_augment=True)
     single = SkeletonDataset(store, "xsub", "train", kind=kind, augment=per_sample_only(aug),
                              window=64, seed=5)
+    default = SkeletonDataset(store, "xsub", "train", kind=kind, augment=aug, window=64, seed=5)
     keys = [(i, epoch) for epoch in (0, 3) for i in range(len(batched))]
     got, want = batched.__getitems__(keys), [single[key] for key in keys]
+    assert all(np.array_equal(a["q"], b["q"]) for a, b in zip(default.__getitems__(keys), want))
     for a, b in zip(got, want, strict=True):
         assert a.keys() == b.keys() and a["index"] == b["index"] and a["label"] == b["label"]
         assert np.array_equal(a["q"], b["q"]) and np.array_equal(a["k"], b["k"])
