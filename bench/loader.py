@@ -3,9 +3,10 @@ feeder in the authors' style, on the same store, side by side, for 1 and 2 worke
 
     python bench/loader.py [--store STORE.zarr] [--protocol xsub] [--workers 1 2] [--batches 40]
 
-Ours: ``SkeletonDataset`` (one zarr read per batch of the raw frames, per-sample draws, the
-augmentation arithmetic batched) with CMD's published ``data.augment`` (crop-resize to 64 frames
-with the 300-frame cap, then shear or joint corruption).
+Ours: ``SkeletonDataset`` (one zarr read per batch of the raw frames, per-sample seeded draws)
+with CMD's published ``data.augment`` (crop-resize to 64 frames with the 300-frame cap, then
+shear or joint corruption), the arithmetic per sample (the default) and batched
+(``batch_augment=True``).
 
 The authors' style (CMD's ``feeder/feeder_pretraining_intra.py`` with ``feeder/augmentations.py``,
 re-written here, not copied): the clips padded to 300 frames in one numpy array on disk, opened
@@ -112,7 +113,7 @@ def authors_shear(x: np.ndarray) -> np.ndarray:
     s = np.array([[1, random.uniform(-1, 1), random.uniform(-1, 1)],
                   [random.uniform(-1, 1), 1, random.uniform(-1, 1)],
                   [random.uniform(-1, 1), random.uniform(-1, 1), 1]])
-    return np.dot(s, x.copy().transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    return np.dot(x.copy().transpose(1, 2, 3, 0), s.T).transpose(3, 0, 1, 2)  # S x per point
 
 
 def authors_corruption(x: np.ndarray) -> np.ndarray:
@@ -185,9 +186,10 @@ def time_loader(loader: Any, set_epoch: Any, batches: int) -> dict[str, float]:
 
 
 def ours(store: Path, protocol: str, workers: int, batch_size: int, batches: int,
-         start_method: str) -> dict[str, float]:
+         start_method: str, batch_augment: bool) -> dict[str, float]:
     dataset = SkeletonDataset(store, protocol, "train", kind="sequence", mode="train",
-                              augment=build_augment(CMD_AUGMENT), window=64, seed=0)
+                              augment=build_augment(CMD_AUGMENT), window=64, seed=0,
+                              batch_augment=batch_augment)
     loader, sampler = make_loader(dataset, batch_size=batch_size, shuffle=True, seed=0,
                                   drop_last=True, num_workers=workers, start_method=start_method)
     result = time_loader(loader, sampler.set_epoch, batches)
@@ -203,6 +205,31 @@ def authors(npy: Path, frames: np.ndarray, workers: int, batch_size: int,
     result = time_loader(loader, lambda _: None, batches)
     del loader
     return result
+
+
+def breakdown(store: Path, protocol: str, batch_size: int, batches: int) -> dict[str, float]:
+    """CPU ms per sample of the store read alone and of the two views' augmentation alone (per
+    sample, batched), in this process, on the same batches."""
+    dataset = SkeletonDataset(store, protocol, "train", kind="sequence", mode="train",
+                              augment=build_augment(CMD_AUGMENT), window=64, seed=0)
+    rng = np.random.default_rng(0)
+    keys = [[(int(p), 0) for p in rng.permutation(len(dataset))[:batch_size]]
+            for _ in range(batches)]
+    dataset.__getitems__(keys[0])  # opens the store
+    t = time.process_time()
+    clips = [dataset._read_clips(np.array([p for p, _ in k])) for k in keys]
+    read = time.process_time() - t
+    t = time.process_time()
+    for k, c in zip(keys, clips, strict=True):
+        for i, (p, e) in enumerate(k):
+            dataset._make(p, e, np.ascontiguousarray(c.clip(i)))
+    single = time.process_time() - t
+    t = time.process_time()
+    for k, c in zip(keys, clips, strict=True):
+        dataset._augment_batch(k, c, dataset.augment)  # type: ignore[arg-type]
+    batched = time.process_time() - t
+    n = batch_size * batches
+    return {"read": 1e3 * read / n, "per_sample": 1e3 * single / n, "batched": 1e3 * batched / n}
 
 
 def main() -> None:
@@ -223,20 +250,30 @@ def main() -> None:
               f"{raw.chunks[0]} per chunk, {getattr(raw, 'shards', None) and raw.shards[0]} per "
               f"shard; batch {args.batch_size}, {args.batches} timed batches; load average "
               f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        parts = breakdown(store, args.protocol, args.batch_size, min(args.batches, 10))
+        print(f"CPU ms/sample in one process: store read {parts['read']:.3f}, two views' "
+              f"augmentation per sample {parts['per_sample']:.3f}, batched "
+              f"{parts['batched']:.3f}", flush=True)
         rows = []
-        for workers in args.workers:  # side by side: each pair runs back to back
-            a = ours(store, args.protocol, workers, args.batch_size, args.batches,
-                     args.start_method)
-            b = authors(npy, frames, workers, args.batch_size, args.batches)
-            rows.append((workers, a, b))
-            print(f"{workers} worker(s): ours {a['samples_per_s']:.0f} samples/s "
-                  f"({a['cpu_ms']:.3f} ms worker CPU/sample), authors' style "
-                  f"{b['samples_per_s']:.0f} samples/s ({b['cpu_ms']:.3f} ms/sample); "
-                  f"ratio {a['samples_per_s'] / b['samples_per_s']:.2f}x", flush=True)
+        for workers in args.workers:  # side by side: the three loaders run back to back
+            per_sample = ours(store, args.protocol, workers, args.batch_size, args.batches,
+                              args.start_method, batch_augment=False)
+            batched = ours(store, args.protocol, workers, args.batch_size, args.batches,
+                           args.start_method, batch_augment=True)
+            theirs = authors(npy, frames, workers, args.batch_size, args.batches)
+            rows.append((workers, per_sample, batched, theirs))
+            print(f"{workers} worker(s): samples/s (worker CPU ms/sample)")
+            for name, r in (("ours, per-sample arithmetic (default)", per_sample),
+                            ("ours, batched arithmetic", batched), ("authors' style", theirs)):
+                print(f"  {name:38s} {r['samples_per_s']:6.0f}  ({r['cpu_ms']:.3f})  "
+                      f"ratio to authors' {r['samples_per_s'] / theirs['samples_per_s']:.2f}x",
+                      flush=True)
         if len(rows) > 1:
-            (w1, a1, b1), (w2, a2, b2) = rows[0], rows[-1]
-            print(f"scaling {w1} -> {w2} workers: ours {a2['samples_per_s'] / a1['samples_per_s']:.2f}x,"
-                  f" authors' style {b2['samples_per_s'] / b1['samples_per_s']:.2f}x")
+            (w1, *first), (w2, *last) = rows[0], rows[-1]
+            names = ("ours per-sample", "ours batched", "authors' style")
+            print(f"scaling {w1} -> {w2} workers: " + ", ".join(
+                f"{n} {b['samples_per_s'] / a['samples_per_s']:.2f}x"
+                for n, a, b in zip(names, first, last, strict=True)))
         print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
