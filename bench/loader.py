@@ -6,7 +6,8 @@ feeder in the authors' style, on the same store, side by side, for 1 and 2 worke
 Ours: ``SkeletonDataset`` (one zarr read per batch of the raw frames, per-sample seeded draws)
 with CMD's published ``data.augment`` (crop-resize to 64 frames with the 300-frame cap, then
 shear or joint corruption), the arithmetic per sample (the default) and batched
-(``batch_augment=True``).
+(``batch_augment=True``), and reading a decompressed memory-mapped copy of the side
+(``data.raw_cache``) instead of the store's chunks.
 
 The authors' style (CMD's ``feeder/feeder_pretraining_intra.py`` with ``feeder/augmentations.py``,
 re-written here, not copied): the clips padded to 300 frames in one numpy array on disk, opened
@@ -186,10 +187,11 @@ def time_loader(loader: Any, set_epoch: Any, batches: int) -> dict[str, float]:
 
 
 def ours(store: Path, protocol: str, workers: int, batch_size: int, batches: int,
-         start_method: str, batch_augment: bool) -> dict[str, float]:
+         start_method: str, batch_augment: bool = False,
+         raw_cache: Path | None = None) -> dict[str, float]:
     dataset = SkeletonDataset(store, protocol, "train", kind="sequence", mode="train",
                               augment=build_augment(CMD_AUGMENT), window=64, seed=0,
-                              batch_augment=batch_augment)
+                              batch_augment=batch_augment, raw_cache=raw_cache)
     loader, sampler = make_loader(dataset, batch_size=batch_size, shuffle=True, seed=0,
                                   drop_last=True, num_workers=workers, start_method=start_method)
     result = time_loader(loader, sampler.set_epoch, batches)
@@ -260,17 +262,21 @@ def main() -> None:
                               args.start_method, batch_augment=False)
             batched = ours(store, args.protocol, workers, args.batch_size, args.batches,
                            args.start_method, batch_augment=True)
+            cached = ours(store, args.protocol, workers, args.batch_size, args.batches,
+                          args.start_method, raw_cache=Path(tmp) / "cache")
             theirs = authors(npy, frames, workers, args.batch_size, args.batches)
-            rows.append((workers, per_sample, batched, theirs))
+            rows.append((workers, per_sample, batched, cached, theirs))
             print(f"{workers} worker(s): samples/s (worker CPU ms/sample)")
             for name, r in (("ours, per-sample arithmetic (default)", per_sample),
-                            ("ours, batched arithmetic", batched), ("authors' style", theirs)):
+                            ("ours, batched arithmetic", batched),
+                            ("ours, data.raw_cache (mmap)", cached),
+                            ("authors' style", theirs)):
                 print(f"  {name:38s} {r['samples_per_s']:6.0f}  ({r['cpu_ms']:.3f})  "
                       f"ratio to authors' {r['samples_per_s'] / theirs['samples_per_s']:.2f}x",
                       flush=True)
         if len(rows) > 1:
             (w1, *first), (w2, *last) = rows[0], rows[-1]
-            names = ("ours per-sample", "ours batched", "authors' style")
+            names = ("ours per-sample", "ours batched", "ours raw_cache", "authors' style")
             print(f"scaling {w1} -> {w2} workers: " + ", ".join(
                 f"{n} {b['samples_per_s'] / a['samples_per_s']:.2f}x"
                 for n, a, b in zip(names, first, last, strict=True)))

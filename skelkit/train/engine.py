@@ -259,7 +259,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
         kind = method.input_kind
         dataset = SkeletonDataset(cfg.data.store, cfg.data.protocol, "train", kind=kind,
                                   mode="train", augment=build_augment(cfg.data.augment),
-                                  window=cfg.data.window, seed=cfg.engine.seed)
+                                  window=cfg.data.window, seed=cfg.engine.seed,
+                                  raw_cache=cfg.data.raw_cache or None)
         per_rank_batch = max(cfg.engine.batch_size // ctx.world_size, 1)
         if cfg.engine.drop_last and len(dataset) < per_rank_batch * ctx.world_size:
             raise TrainInputError(f"train side has {len(dataset)} samples, fewer than one batch "

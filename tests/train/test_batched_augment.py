@@ -114,3 +114,27 @@ def test_dataset_views_are_the_per_sample_views(store: Path, method: str, kind: 
         assert a.keys() == b.keys() and a["index"] == b["index"] and a["label"] == b["label"]
         assert np.array_equal(a["q"], b["q"]) and np.array_equal(a["k"], b["k"])
     assert not np.array_equal(got[0]["q"], got[0]["k"])
+
+
+def test_the_raw_frame_cache_gives_the_same_views(store: Path, tmp_path: Path) -> None:
+    """``raw_cache``: the memory-mapped, decompressed side gives the store's frames, so the same
+    views; it is built once (reused, not rewritten) and leaves no partial file."""
+    cfg = resolve_run_config("cmd", method_class("cmd"), "tiny")
+    aug = build_augment(cfg.data.augment)
+    plain = SkeletonDataset(store, "xsub", "train", kind="sequence", augment=aug, seed=1)
+    cached = SkeletonDataset(store, "xsub", "train", kind="sequence", augment=aug, seed=1,
+                             raw_cache=tmp_path / "cache")
+    files = sorted((tmp_path / "cache").iterdir())
+    assert len(files) == 1 and files[0].suffix == ".npy" and "partial" not in files[0].name
+    stamp = files[0].stat().st_mtime_ns
+    keys = [(i, 2) for i in range(len(plain))][::-1]
+    for a, b in zip(cached.__getitems__(keys), plain.__getitems__(keys), strict=True):
+        assert a["index"] == b["index"]
+        assert np.array_equal(a["q"], b["q"]) and np.array_equal(a["k"], b["k"])
+    raw = cached._read_clips(np.arange(len(cached)))
+    want = plain._read_clips(np.arange(len(plain)))
+    assert np.array_equal(raw.data, want.data) and np.array_equal(raw.lengths, want.lengths)
+    SkeletonDataset(store, "xsub", "train", kind="sequence", augment=aug, raw_cache=tmp_path / "cache")
+    assert files[0].stat().st_mtime_ns == stamp
+    SkeletonDataset(store, "xsub", "test", kind="sequence", augment=aug, raw_cache=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").iterdir())) == 2  # the other side: its own file
