@@ -1,40 +1,63 @@
-"""Training-loader throughput: augmented samples/s of CMD's 64-frame joint views.
+"""Training-loader throughput: augmented samples/s of CMD's 64-frame joint views, ours against a
+feeder in the authors' style, on the same store, side by side, for 1 and 2 workers.
 
-    python bench/loader.py [--store STORE.zarr] [--protocol xsub] [--workers 2] [--batches 60]
+    python bench/loader.py [--store STORE.zarr] [--protocol xsub] [--workers 1 2] [--batches 40]
 
-Without --store it builds a synth store (``skelprep synth`` + ``skelprep build``) in a temporary
-folder, falling back to a random-walk store when skelprep is unavailable. Each sample yields two
-views (temporal crop-resize to 64 frames, then shear or joint corruption), so samples/s counts
-pairs of views. Target on the 2-core development machine: >= 2,000 samples/s.
+Ours: ``SkeletonDataset`` (one zarr read per batch of the raw frames, per-sample seeded draws)
+with CMD's published ``data.augment`` (crop-resize to 64 frames with the 300-frame cap, then
+shear or joint corruption), the arithmetic per sample (the default) and batched
+(``batch_augment=True``), and reading a decompressed memory-mapped copy of the side
+(``data.raw_cache``) instead of the store's chunks.
+
+The authors' style (CMD's ``feeder/feeder_pretraining_intra.py`` with ``feeder/augmentations.py``,
+re-written here, not copied): the clips padded to 300 frames in one numpy array on disk, opened
+with ``mmap_mode="r"``, and per sample in ``Dataset.__getitem__``: crop-resize through torch's
+bilinear ``F.interpolate``, then corruption (p 0.5) or shear by ``np.dot``, twice; the default
+collate. Its array is made from the same store before timing (not timed).
+
+Each sample yields two views, so samples/s counts pairs of views. Without --store a synth store
+is built (``skelprep synth`` + ``skelprep build``) in a temporary folder, or a random-walk store
+when skelprep is unavailable. Targets on the 2-core development machine: >= 2,000 samples/s with
+2 workers, >= 3x the authors' style.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
 
+from skelkit.store.reader import open_store  # noqa: E402
 from skelkit.train.data import (  # noqa: E402
     SkeletonDataset,
     build_augment,
     make_loader,
+    read_side_meta,
     write_random_walk_store,
 )
 
 CMD_AUGMENT = [
     {"name": "temporal_crop_resize", "window": 64, "min_ratio": 0.1, "max_ratio": 1.0,
-     "min_frames": 64},
+     "min_frames": 64, "max_frames": 300},
     {"name": "shear_or_corrupt", "p": 0.5, "amplitude": 1.0, "num_joints": 15},
 ]
+MAX_FRAMES = 300
 
 
 def synth_store(folder: Path) -> Path:
@@ -53,6 +76,83 @@ def synth_store(folder: Path) -> Path:
         return write_random_walk_store(store, classes=20, per_class=60, frames=(40, 110))
 
 
+# --- the authors' style ---------------------------------------------------------------------------
+
+def padded_array(store_path: Path, protocol: str, out: Path) -> tuple[Path, np.ndarray]:
+    """The train side as the authors keep it: (N, 3, 300, V, M) float32, zero-padded, in an .npy
+    file, and the valid frame counts."""
+    store = open_store(store_path)
+    meta = read_side_meta(store, protocol, "train")
+    raw = store.group["raw/joint"]
+    v, m = raw.shape[2], raw.shape[3]
+    data = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32,
+                                     shape=(len(meta.indices), 3, MAX_FRAMES, v, m))
+    frames = np.zeros(len(meta.indices), np.int64)
+    for i, row in enumerate(meta.indices):
+        lo, hi = int(meta.offsets[row]), int(meta.offsets[row + 1])
+        n = min(hi - lo, MAX_FRAMES)
+        data[i, :, :n] = np.asarray(raw[lo:lo + n]).transpose(1, 0, 2, 3)
+        frames[i] = n
+    data.flush()
+    return out, frames
+
+
+def authors_crop_resize(x: np.ndarray, num_frames: int, window: int = 64) -> np.ndarray:
+    """Crop ratio U[0.1, 1] of the valid frames (at least 64), a uniform start, then torch's
+    bilinear interpolation of the (C V M, L) plane to ``window`` columns."""
+    c, _, v, m = x.shape
+    ratio = np.random.rand(1) * 0.9 + 0.1
+    length = int(min(max(int(np.floor(num_frames * ratio[0])), 64), num_frames))
+    start = np.random.randint(0, num_frames - length + 1)
+    clip = torch.tensor(x[:, start:start + length], dtype=torch.float)
+    plane = clip.permute(0, 2, 3, 1).contiguous().view(c * v * m, length)[None, :, :, None]
+    plane = F.interpolate(plane, size=(window, 1), mode="bilinear", align_corners=False)
+    return plane.squeeze(3).squeeze(0).view(c, v, m, window).permute(0, 3, 1, 2).numpy()
+
+
+def authors_shear(x: np.ndarray) -> np.ndarray:
+    s = np.array([[1, random.uniform(-1, 1), random.uniform(-1, 1)],
+                  [random.uniform(-1, 1), 1, random.uniform(-1, 1)],
+                  [random.uniform(-1, 1), random.uniform(-1, 1), 1]])
+    return np.dot(x.copy().transpose(1, 2, 3, 0), s.T).transpose(3, 0, 1, 2)  # S x per point
+
+
+def authors_corruption(x: np.ndarray) -> np.ndarray:
+    out = x.copy()
+    joints = np.random.choice(x.shape[2], 15, replace=False)
+    if random.random() < 0.5:
+        out[:, :, joints] = 0
+        return out
+    c = np.array([[random.uniform(-1, 1) for _ in range(3)] for _ in range(3)])
+    mixed = np.dot(out[:, :, joints].transpose(1, 2, 3, 0), c)
+    out[:, :, joints] = mixed.transpose(3, 0, 1, 2)
+    return out
+
+
+class AuthorsStyleFeeder(Dataset):
+    """Two views per clip from the in-memory (memory-mapped) padded array, one sample at a time."""
+
+    def __init__(self, npy: Path, frames: np.ndarray) -> None:
+        self.npy, self.frames = npy, frames
+        self.data: Any = None
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.data is None:
+            self.data = np.load(self.npy, mmap_mode="r")
+        x = np.array(self.data[index])
+        views = []
+        for _ in range(2):
+            view = authors_crop_resize(x, int(self.frames[index]))
+            view = authors_corruption(view) if random.random() < 0.5 else authors_shear(view)
+            views.append(view.astype(np.float32))
+        return views[0], views[1]
+
+
+# --- timing -------------------------------------------------------------------------------------
+
 def _worker_cpu_seconds() -> float:
     """CPU seconds used so far by this process's children (the loader workers)."""
     total = 0.0
@@ -65,56 +165,122 @@ def _worker_cpu_seconds() -> float:
     return total
 
 
-def measure(store: Path, protocol: str, workers: int, batch_size: int, batches: int,
-            start_method: str) -> dict[str, float]:
-    dataset = SkeletonDataset(store, protocol, "train", kind="sequence", mode="train",
-                              augment=build_augment(CMD_AUGMENT), window=64, seed=0)
-    loader, sampler = make_loader(dataset, batch_size=batch_size, shuffle=True, seed=0,
-                                  drop_last=True, num_workers=workers, start_method=start_method)
-    t_start = time.perf_counter()
-    first = None
+def time_loader(loader: Any, set_epoch: Any, batches: int) -> dict[str, float]:
+    """Samples/s over ``batches`` batches after the first (worker start-up excluded), and the
+    workers' CPU time per sample."""
+    first = cpu0 = None
     count = seen = epoch = 0
-    while seen < batches:
-        sampler.set_epoch(epoch)
+    while seen < batches + 1:
+        set_epoch(epoch)
         for batch in loader:
-            if first is None:  # worker start-up is excluded from the rate
-                first = time.perf_counter()
-                cpu0 = _worker_cpu_seconds()
+            if first is None:
+                first, cpu0 = time.perf_counter(), _worker_cpu_seconds()
             else:
-                count += batch["q"].shape[0]
+                count += len(batch["q"] if isinstance(batch, dict) else batch[0])
             seen += 1
-            if seen >= batches:
+            if seen >= batches + 1:
                 break
         epoch += 1
-    elapsed = time.perf_counter() - (first or t_start)
-    cpu = _worker_cpu_seconds() - cpu0
-    return {"samples_per_s": count / elapsed, "worker_cpu_s_per_sample": cpu / max(count, 1), "samples": count, "seconds": elapsed,
-            "startup_s": (first or t_start) - t_start, "train_samples": len(dataset)}
+    elapsed = time.perf_counter() - first
+    return {"samples_per_s": count / elapsed,
+            "cpu_ms": 1e3 * (_worker_cpu_seconds() - cpu0) / max(count, 1)}
+
+
+def ours(store: Path, protocol: str, workers: int, batch_size: int, batches: int,
+         start_method: str, batch_augment: bool = False,
+         raw_cache: Path | None = None) -> dict[str, float]:
+    dataset = SkeletonDataset(store, protocol, "train", kind="sequence", mode="train",
+                              augment=build_augment(CMD_AUGMENT), window=64, seed=0,
+                              batch_augment=batch_augment, raw_cache=raw_cache)
+    loader, sampler = make_loader(dataset, batch_size=batch_size, shuffle=True, seed=0,
+                                  drop_last=True, num_workers=workers, start_method=start_method)
+    result = time_loader(loader, sampler.set_epoch, batches)
+    del loader
+    return result
+
+
+def authors(npy: Path, frames: np.ndarray, workers: int, batch_size: int,
+            batches: int) -> dict[str, float]:
+    loader = DataLoader(AuthorsStyleFeeder(npy, frames), batch_size=batch_size, shuffle=True,
+                        drop_last=True, num_workers=workers, persistent_workers=True,
+                        worker_init_fn=lambda _: torch.set_num_threads(1))
+    result = time_loader(loader, lambda _: None, batches)
+    del loader
+    return result
+
+
+def breakdown(store: Path, protocol: str, batch_size: int, batches: int) -> dict[str, float]:
+    """CPU ms per sample of the store read alone and of the two views' augmentation alone (per
+    sample, batched), in this process, on the same batches."""
+    dataset = SkeletonDataset(store, protocol, "train", kind="sequence", mode="train",
+                              augment=build_augment(CMD_AUGMENT), window=64, seed=0)
+    rng = np.random.default_rng(0)
+    keys = [[(int(p), 0) for p in rng.permutation(len(dataset))[:batch_size]]
+            for _ in range(batches)]
+    dataset.__getitems__(keys[0])  # opens the store
+    t = time.process_time()
+    clips = [dataset._read_clips(np.array([p for p, _ in k])) for k in keys]
+    read = time.process_time() - t
+    t = time.process_time()
+    for k, c in zip(keys, clips, strict=True):
+        for i, (p, e) in enumerate(k):
+            dataset._make(p, e, np.ascontiguousarray(c.clip(i)))
+    single = time.process_time() - t
+    t = time.process_time()
+    for k, c in zip(keys, clips, strict=True):
+        dataset._augment_batch(k, c, dataset.augment)  # type: ignore[arg-type]
+    batched = time.process_time() - t
+    n = batch_size * batches
+    return {"read": 1e3 * read / n, "per_sample": 1e3 * single / n, "batched": 1e3 * batched / n}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", type=Path, default=None)
     parser.add_argument("--protocol", default="xsub")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--batches", type=int, default=60)
+    parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--start-method", default="forkserver", choices=["forkserver", "spawn"])
     args = parser.parse_args()
+    torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         store = args.store or synth_store(Path(tmp))
-        result = measure(store, args.protocol, args.workers, args.batch_size, args.batches,
-                         args.start_method)
-    print(f"loader: {result['samples_per_s']:.0f} augmented samples/s "
-          f"({args.workers} workers, batch {args.batch_size}, 64-frame joint views; "
-          f"{result['samples']} samples in {result['seconds']:.2f} s after "
-          f"{result['startup_s']:.1f} s start-up; train side {result['train_samples']})")
-    per_sample = result["worker_cpu_s_per_sample"]
-    if per_sample > 0:
-        # On a shared machine the wall-clock rate depends on the neighbours; the workers' own
-        # CPU time gives the rate the same workers reach with their cores to themselves.
-        print(f"worker CPU {1e3 * per_sample:.3f} ms/sample -> "
-              f"{args.workers / per_sample:.0f} samples/s with {args.workers} dedicated cores")
+        npy, frames = padded_array(store, args.protocol, Path(tmp) / "train_data.npy")
+        raw = open_store(store).group["raw/joint"]
+        print(f"store {store}: train side {len(frames)} clips, raw frames chunked "
+              f"{raw.chunks[0]} per chunk, {getattr(raw, 'shards', None) and raw.shards[0]} per "
+              f"shard; batch {args.batch_size}, {args.batches} timed batches; load average "
+              f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        parts = breakdown(store, args.protocol, args.batch_size, min(args.batches, 10))
+        print(f"CPU ms/sample in one process: store read {parts['read']:.3f}, two views' "
+              f"augmentation per sample {parts['per_sample']:.3f}, batched "
+              f"{parts['batched']:.3f}", flush=True)
+        rows = []
+        for workers in args.workers:  # side by side: the three loaders run back to back
+            per_sample = ours(store, args.protocol, workers, args.batch_size, args.batches,
+                              args.start_method, batch_augment=False)
+            batched = ours(store, args.protocol, workers, args.batch_size, args.batches,
+                           args.start_method, batch_augment=True)
+            cached = ours(store, args.protocol, workers, args.batch_size, args.batches,
+                          args.start_method, raw_cache=Path(tmp) / "cache")
+            theirs = authors(npy, frames, workers, args.batch_size, args.batches)
+            rows.append((workers, per_sample, batched, cached, theirs))
+            print(f"{workers} worker(s): samples/s (worker CPU ms/sample)")
+            for name, r in (("ours, per-sample arithmetic (default)", per_sample),
+                            ("ours, batched arithmetic", batched),
+                            ("ours, data.raw_cache (mmap)", cached),
+                            ("authors' style", theirs)):
+                print(f"  {name:38s} {r['samples_per_s']:6.0f}  ({r['cpu_ms']:.3f})  "
+                      f"ratio to authors' {r['samples_per_s'] / theirs['samples_per_s']:.2f}x",
+                      flush=True)
+        if len(rows) > 1:
+            (w1, *first), (w2, *last) = rows[0], rows[-1]
+            names = ("ours per-sample", "ours batched", "ours raw_cache", "authors' style")
+            print(f"scaling {w1} -> {w2} workers: " + ", ".join(
+                f"{n} {b['samples_per_s'] / a['samples_per_s']:.2f}x"
+                for n, a, b in zip(names, first, last, strict=True)))
+        print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

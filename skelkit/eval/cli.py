@@ -419,6 +419,10 @@ def curves(run_dir: Path, out: Path) -> None:
 @click.option("--csv", "as_csv", is_flag=True, help="CSV instead of Markdown.")
 def report(run_dirs: tuple[Path, ...], layout: str, published: bool, as_csv: bool) -> None:
     """Results table over run directories (and --record-dir baselines)."""
+    from skelkit.store.rundir import RunDir
+
+    for run_dir in run_dirs:  # a missing directory answered before the report's heavy imports
+        RunDir(run_dir).require()
     from skelkit.eval.report import build_rows, csv_table, load_run, markdown_table
 
     if published and layout != "paper":

@@ -25,6 +25,13 @@ EXIT_VERIFY_FAILED = EXIT_INTERNAL
 """A store that fails verification: exit 1, one line per problem (documented in --help)."""
 
 
+def _existing_store(store: Path) -> Path:
+    """A missing store answered before the reader (zarr) is imported."""
+    if not store.exists():
+        raise InputError(f"{store}: no such store")
+    return store
+
+
 def _dataset_option(f):
     return click.option("--dataset", required=True, metavar=DATASET_HELP,
                         help="Which dataset (its raw format, protocols and missing list).")(f)
@@ -103,6 +110,7 @@ def build(dataset: str, raw: Path, out: Path, frames: int, workers: int | None,
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info(store: Path, as_json: bool) -> None:
     """Describe a store: dataset, layout, splits, classes, modalities, size, build report."""
+    _existing_store(store)
     from skelkit.prep.info import format_info, store_info
 
     data = store_info(store)
@@ -118,6 +126,7 @@ def verify(store: Path, subset: int) -> None:
 
     Exit 0: the store passed; 1: it failed a check (one line per problem); 2: not a store.
     """
+    _existing_store(store)
     from skelkit.prep.verify import verify_store
 
     problems, summary = verify_store(store, subset=subset)

@@ -7,23 +7,137 @@ call per draw of ``feeder/augmentations.py``), and their maths are functions of 
 (``crop_resize``, ``shear``, ``corrupt_joints``), so a recorded draw sequence replays them.
 CMD (ISC's augmentations): temporal crop-resize, then shear with p 0.5 else joint corruption.
 CrosSCLR: shear with amplitude beta 0.5 and temporal crop with padding.
+
+Each augmentation is split into ``draw`` (the per-sample random draws, from the sample's own
+generator, in the reference's order) and the arithmetic on given draws: ``apply`` for one sample,
+``apply_batch`` for a whole batch of :class:`Clips` at once (vectorised numpy: the data loader's
+path). Calling an augmentation is ``apply(x, draw(x.shape, rng))``; ``apply_batch`` computes the
+same numbers with the same operations in the same precision, element by element.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 Augmentation = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+Shape = tuple[int, ...]
 
 
 def _check(x: np.ndarray) -> None:
-    if x.ndim != 4 or x.shape[0] != 3:
-        raise ValueError(f"expected one sample (3, T, V, M), got shape {x.shape}")
-    if x.shape[1] == 0:
+    _check_shape(x.shape)
+
+
+def _check_shape(shape: Shape) -> None:
+    if len(shape) != 4 or shape[0] != 3:
+        raise ValueError(f"expected one sample (3, T, V, M), got shape {shape}")
+    if shape[1] == 0:
         raise ValueError("cannot augment a sample with zero frames")
+
+
+@dataclass
+class Clips:
+    """A batch of clips (3, T_i, V, M) of possibly different lengths, channel-major: ``data``
+    (3, sum T_i, V, M) float32 holds clip i as ``data[:, starts[i]:starts[i] + lengths[i]]``.
+    Channel-major so that the per-clip arithmetic runs over long contiguous rows."""
+
+    data: np.ndarray
+    lengths: np.ndarray
+
+    @classmethod
+    def from_list(cls, clips: Sequence[np.ndarray]) -> Clips:
+        data = np.concatenate([np.asarray(c, np.float32) for c in clips], axis=1)
+        return cls(data, np.array([c.shape[1] for c in clips], np.int64))
+
+    @classmethod
+    def from_frames(cls, frames: np.ndarray, lengths: np.ndarray) -> Clips:
+        """Frames-major (sum T_i, 3, V, M), as the store's raw frames are read."""
+        return cls(np.ascontiguousarray(frames.transpose(1, 0, 2, 3), dtype=np.float32),
+                   np.asarray(lengths, np.int64))
+
+    @classmethod
+    def from_dense(cls, x: np.ndarray) -> Clips:
+        """(N, 3, T, V, M) clips of one length."""
+        n, c, t, v, m = x.shape
+        data = np.ascontiguousarray(np.asarray(x, np.float32).transpose(1, 0, 2, 3, 4))
+        return cls(data.reshape(c, n * t, v, m), np.full(n, t, np.int64))
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def starts(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+
+    @property
+    def clip_of_frame(self) -> np.ndarray:
+        return np.repeat(np.arange(len(self.lengths)), self.lengths)
+
+    @property
+    def common_length(self) -> int | None:
+        """The one length of every clip, None when they differ."""
+        return int(self.lengths[0]) if len(set(self.lengths.tolist())) == 1 else None
+
+    def shape(self, i: int) -> Shape:
+        """Clip i's shape (3, T_i, V, M)."""
+        return (self.data.shape[0], int(self.lengths[i]), *self.data.shape[2:])
+
+    def clip(self, i: int) -> np.ndarray:
+        """Clip i as (3, T_i, V, M) (a view)."""
+        start = int(self.starts[i])
+        return self.data[:, start:start + int(self.lengths[i])]
+
+    def dense(self) -> np.ndarray:
+        """(N, 3, T, V, M) contiguous float32; every clip must have the same length."""
+        t = self.common_length
+        if t is None:
+            raise ValueError(f"clips of different lengths {sorted(set(self.lengths.tolist()))} "
+                             "do not stack")
+        c, _, v, m = self.data.shape
+        out = self.data.reshape(c, len(self), t, v, m).transpose(1, 0, 2, 3, 4)
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    def rows(self, which: np.ndarray, per_clip: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                      np.ndarray]:
+        """The clips ``which`` as rows of a (3, R, T', V, M) view of ``data`` (a row is a clip,
+        T' = T, when all clips share one length; a frame, T' = 1, otherwise): the view, the
+        selected rows, and ``per_clip`` (aligned with ``which``) repeated for each row."""
+        c, f, v, m = self.data.shape
+        t = self.common_length
+        if t is not None:
+            return self.data.reshape(c, len(self), t, v, m), np.asarray(which), per_clip
+        position = np.full(len(self), -1, np.int64)
+        position[which] = np.arange(len(which))
+        of_frame = position[self.clip_of_frame]
+        frames = np.flatnonzero(of_frame >= 0)
+        return self.data.reshape(c, f, 1, v, m), frames, per_clip[of_frame[frames]]
+
+
+class BatchAugmentation:
+    """An augmentation as draws + arithmetic (see the module docstring)."""
+
+    def draw(self, shape: Shape, rng: np.random.Generator) -> Any:
+        """The random parameters of one sample of ``shape`` (3, T, V, M), drawn from ``rng``."""
+        raise NotImplementedError
+
+    def out_shape(self, shape: Shape) -> Shape:
+        """The shape of the output for an input of ``shape`` (temporal ones change T)."""
+        return shape
+
+    def apply(self, x: np.ndarray, params: Any) -> np.ndarray:
+        """One sample with its drawn parameters."""
+        raise NotImplementedError
+
+    def apply_batch(self, clips: Clips, params: Sequence[Any]) -> Clips:
+        """Every clip with its own drawn parameters, vectorised over the batch."""
+        raise NotImplementedError
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        _check(x)
+        return self.apply(x, self.draw(x.shape, rng))
 
 
 def resize_linear(x: np.ndarray, length: int) -> np.ndarray:
@@ -38,6 +152,34 @@ def resize_linear(x: np.ndarray, length: int) -> np.ndarray:
     hi = np.minimum(lo + 1, t - 1)
     w = (src - lo).astype(np.float32)[None, :, None, None]
     return ((1.0 - w) * x[:, lo] + w * x[:, hi]).astype(np.float32)
+
+
+def _resize_positions(lengths: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray,
+                                                                   np.ndarray]:
+    """``resize_linear``'s source frames and weights per clip: (lo, hi, w), each (N, window)."""
+    src = (np.arange(window) + 0.5)[None, :] * (lengths[:, None] / window) - 0.5
+    src = np.clip(src, 0.0, (lengths - 1)[:, None])
+    lo = np.floor(src).astype(np.int64)
+    hi = np.minimum(lo + 1, (lengths - 1)[:, None])
+    return lo, hi, (src - lo).astype(np.float32)
+
+
+def crop_resize_batch(clips: Clips, starts: np.ndarray, lengths: np.ndarray,
+                      window: int) -> Clips:
+    """``crop_resize`` of every clip (frames [starts[i], starts[i] + lengths[i]) of clip i), in
+    one gather: the same float32 blend (1 - w) x_lo + w x_hi per output frame."""
+    if np.any(starts < 0) or np.any(lengths <= 0) or np.any(starts + lengths > clips.lengths):
+        raise ValueError("a crop lies outside its clip")
+    lo, hi, w = _resize_positions(lengths, window)
+    base = (clips.starts + starts)[:, None]
+    w = w.reshape(1, -1, 1, 1)
+    # (1 - w) x_lo + w x_hi in float32, in place (the same roundings, fewer temporaries).
+    data = clips.data[:, (base + lo).ravel()]
+    data *= 1.0 - w
+    upper = clips.data[:, (base + hi).ravel()]
+    upper *= w
+    data += upper
+    return Clips(data, np.full(len(clips), window, np.int64))
 
 
 def crop_length(num_frames: int, u: float, min_ratio: float = 0.1, max_ratio: float = 1.0,
@@ -77,7 +219,7 @@ class CMDEvalView:
         return cmd_eval_view(sequence, sequence.shape[1], self.ratio, self.window, self.max_frames)
 
 
-class TemporalCropResize:
+class TemporalCropResize(BatchAugmentation):
     """CMD: crop a random window of ratio U[min_ratio, max_ratio] of the valid length (at least
     ``min_frames``, at most all frames) at a uniform start, then linearly resize to ``window``.
     ``max_frames`` > 0 first keeps only that many frames (CMD's data holds 300 per clip).
@@ -94,13 +236,23 @@ class TemporalCropResize:
         self.window, self.min_ratio, self.max_ratio = window, min_ratio, max_ratio
         self.min_frames, self.max_frames = min_frames, max_frames
 
-    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        _check(x)
-        n = min(x.shape[1], self.max_frames) if self.max_frames else x.shape[1]
+    def draw(self, shape: Shape, rng: np.random.Generator) -> tuple[int, int]:
+        """(start, length) of the crop."""
+        n = min(shape[1], self.max_frames) if self.max_frames else shape[1]
         length = crop_length(n, float(rng.random()), self.min_ratio, self.max_ratio,
                              self.min_frames)
         start = int(rng.integers(0, n - length + 1))
-        return crop_resize(x, start, length, self.window)
+        return start, length
+
+    def out_shape(self, shape: Shape) -> Shape:
+        return (shape[0], self.window, *shape[2:])
+
+    def apply(self, x: np.ndarray, params: tuple[int, int]) -> np.ndarray:
+        return crop_resize(x, params[0], params[1], self.window)
+
+    def apply_batch(self, clips: Clips, params: Sequence[tuple[int, int]]) -> Clips:
+        starts, lengths = np.array(params, np.int64).reshape(-1, 2).T
+        return crop_resize_batch(clips, starts, lengths, self.window)
 
 
 SHEAR_ORDERS = ("rows", "columns")
@@ -123,6 +275,34 @@ def shear(x: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return np.einsum("ij,jtvm->itvm", np.asarray(matrix, np.float64), x).astype(np.float32)
 
 
+def _mix(channels: Sequence[np.ndarray], coefficients: np.ndarray) -> list[np.ndarray]:
+    """out_i = sum_j coefficients[r, i, j] x_j per row r (the leading axis of the three float32
+    ``channels``), in float64 and summed j = 0, 1, 2 in order, as ``einsum`` sums (bit-equal)."""
+    c = np.asarray(coefficients, np.float64)
+    shape = (len(c),) + (1,) * (channels[0].ndim - 1)
+    x = [np.asarray(ch, np.float64) for ch in channels]
+    out = []
+    for i in range(3):
+        mixed = c[:, i, 0].reshape(shape) * x[0]
+        term = np.empty_like(mixed)
+        for j in (1, 2):
+            np.multiply(c[:, i, j].reshape(shape), x[j], out=term)
+            mixed += term
+        out.append(mixed)
+    return out
+
+
+def shear_into(out: np.ndarray, clips: Clips, which: np.ndarray, matrices: np.ndarray) -> None:
+    """``shear`` of the clips ``which`` by their ``matrices`` (aligned with ``which``), written
+    into ``out`` (float32, the shape of ``clips.data``)."""
+    if len(which) == 0:
+        return
+    view, rows, coefficients = clips.rows(which, np.asarray(matrices, np.float64))
+    target = out.reshape(view.shape)
+    for i, mixed in enumerate(_mix([view[j, rows] for j in range(3)], coefficients)):
+        target[i, rows] = mixed
+
+
 def corrupt_joints(x: np.ndarray, joints: Sequence[int], matrix: np.ndarray | None) -> np.ndarray:
     """CMD's ``joint_courruption`` (``feeder/augmentations.py`` lines 7-32) with its draws given:
     the joints are zeroed (``matrix`` None) or become x^T C (output channel j = sum_i x_i C[i, j],
@@ -137,7 +317,27 @@ def corrupt_joints(x: np.ndarray, joints: Sequence[int], matrix: np.ndarray | No
     return out
 
 
-class Shear:
+def corrupt_joints_batch(out: np.ndarray, clips: Clips, which: np.ndarray, joints: np.ndarray,
+                         matrices: np.ndarray | None) -> None:
+    """``corrupt_joints`` of the clips ``which`` (indices), written into ``out`` (float32, the
+    shape of ``clips.data``): clip which[i] gets joints[i] zeroed (``matrices`` None) or mixed by
+    matrices[i] (output channel j = sum_i x_i C[i, j], in float64)."""
+    if len(which) == 0:
+        return
+    view, rows, per_row = clips.rows(which, np.arange(len(which)))
+    target = out.reshape(view.shape)
+    r, j = rows[:, None], np.asarray(joints, np.int64)[per_row]  # (R, 1), (R, k)
+    if matrices is None:
+        target[:, r, :, j] = 0.0
+        return
+    selected = view[:, r, :, j]  # (R, k, 3, T', M): the advanced axes come first
+    # C^T mixes the channels: out_j = sum_i C[i, j] x_i.
+    transposed = np.asarray(matrices, np.float64)[per_row].transpose(0, 2, 1)
+    mixed = _mix([selected[:, :, i] for i in range(3)], transposed)
+    target[:, r, :, j] = np.stack(mixed, axis=2)
+
+
+class Shear(BatchAugmentation):
     """x' = S x per point, S with unit diagonal and off-diagonal factors U[-amplitude, amplitude]
     (CMD: 1; CrosSCLR: beta 0.5). Draws: six ``rng.uniform``, placed by ``shear_matrix``'s
     ``order`` (the distribution is the same either way; the order matters to replay draws)."""
@@ -149,13 +349,21 @@ class Shear:
             raise ValueError(f"shear order must be one of {SHEAR_ORDERS}, got {order!r}")
         self.amplitude, self.order = amplitude, order
 
-    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        _check(x)
+    def draw(self, shape: Shape, rng: np.random.Generator) -> np.ndarray:
+        """The shear matrix S."""
         draws = [rng.uniform(-self.amplitude, self.amplitude) for _ in range(6)]
-        return shear(x, shear_matrix(draws, self.order))
+        return shear_matrix(draws, self.order)
+
+    def apply(self, x: np.ndarray, params: np.ndarray) -> np.ndarray:
+        return shear(x, params)
+
+    def apply_batch(self, clips: Clips, params: Sequence[np.ndarray]) -> Clips:
+        out = np.empty_like(clips.data)
+        shear_into(out, clips, np.arange(len(clips)), np.stack(params))
+        return Clips(out, clips.lengths)
 
 
-class JointCorruption:
+class JointCorruption(BatchAugmentation):
     """CMD: pick ``num_joints`` distinct joints; with probability ``p_zero`` zero them, else mix
     their coordinates by one random 3x3 matrix C with entries U[-1, 1] (x' = C^T x, as ISC).
 
@@ -167,19 +375,41 @@ class JointCorruption:
             raise ValueError(f"bad joint corruption: num_joints={num_joints}, p_zero={p_zero}")
         self.num_joints, self.p_zero = num_joints, p_zero
 
-    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        _check(x)
-        v = x.shape[2]
+    def draw(self, shape: Shape, rng: np.random.Generator
+             ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(joints, C), C None for the zero branch."""
+        v = shape[2]
         if self.num_joints > v:
             raise ValueError(f"cannot corrupt {self.num_joints} of {v} joints")
         zero = rng.random() < self.p_zero
         joints = rng.choice(v, self.num_joints, replace=False)
         matrix = None if zero else np.array(
             [rng.uniform(-1.0, 1.0) for _ in range(9)], np.float64).reshape(3, 3)
-        return corrupt_joints(x, joints, matrix)
+        return joints, matrix
+
+    def apply(self, x: np.ndarray, params: tuple[np.ndarray, np.ndarray | None]) -> np.ndarray:
+        return corrupt_joints(x, *params)
+
+    def apply_batch(self, clips: Clips,
+                    params: Sequence[tuple[np.ndarray, np.ndarray | None]]) -> Clips:
+        out = clips.data.astype(np.float32, copy=True)
+        self.corrupt_into(out, clips, np.arange(len(clips)), params)
+        return Clips(out, clips.lengths)
+
+    def corrupt_into(self, out: np.ndarray, clips: Clips, which: np.ndarray,
+                     params: Sequence[tuple[np.ndarray, np.ndarray | None]]) -> None:
+        """The clips ``which`` with their ``params`` (in that order), written into ``out``."""
+        if not len(params):
+            return
+        zero = np.array([m is None for _, m in params], bool)
+        joints = np.array([j for j, _ in params], np.int64).reshape(len(params), -1)
+        corrupt_joints_batch(out, clips, which[zero], joints[zero], None)
+        if (~zero).any():
+            matrices = np.stack([m for _, m in params if m is not None])
+            corrupt_joints_batch(out, clips, which[~zero], joints[~zero], matrices)
 
 
-class ShearOrCorrupt:
+class ShearOrCorrupt(BatchAugmentation):
     """CMD: shear with probability ``p``, otherwise joint corruption. Draw s = ``rng.random()``:
     corruption when s < 1 - p (the reference: s < 0.5 corrupts, ``feeder_pretraining_intra.py``
     lines 63-124), then that augmentation's own draws."""
@@ -192,11 +422,28 @@ class ShearOrCorrupt:
         self.shear = Shear(amplitude)
         self.corrupt = JointCorruption(num_joints, p_zero)
 
-    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return self.corrupt(x, rng) if rng.random() < 1.0 - self.p else self.shear(x, rng)
+    def draw(self, shape: Shape, rng: np.random.Generator) -> tuple[bool, Any]:
+        """(corrupt?, that augmentation's parameters)."""
+        if rng.random() < 1.0 - self.p:
+            return True, self.corrupt.draw(shape, rng)
+        return False, self.shear.draw(shape, rng)
+
+    def apply(self, x: np.ndarray, params: tuple[bool, Any]) -> np.ndarray:
+        corrupt, inner = params
+        return self.corrupt.apply(x, inner) if corrupt else self.shear.apply(x, inner)
+
+    def apply_batch(self, clips: Clips, params: Sequence[tuple[bool, Any]]) -> Clips:
+        corrupt = np.array([c for c, _ in params], bool)
+        out = clips.data.astype(np.float32, copy=True)
+        sheared = np.flatnonzero(~corrupt)
+        if len(sheared):
+            shear_into(out, clips, sheared, np.stack([params[i][1] for i in sheared]))
+        which = np.flatnonzero(corrupt)
+        self.corrupt.corrupt_into(out, clips, which, [params[i][1] for i in which])
+        return Clips(out, clips.lengths)
 
 
-class TemporalPadCrop:
+class TemporalPadCrop(BatchAugmentation):
     """CrosSCLR/SkeletonCLR: mirror-pad T // padding_ratio frames at each end, then take
     ``window`` consecutive frames at a uniform offset in [0, 2 * pad]."""
 
@@ -205,28 +452,64 @@ class TemporalPadCrop:
             raise ValueError(f"bad pad-crop: padding_ratio={padding_ratio}, window={window}")
         self.padding_ratio, self.window = padding_ratio, window
 
-    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        _check(x)
+    def draw(self, shape: Shape, rng: np.random.Generator) -> int:
+        """The offset into the padded sequence."""
+        padded = shape[1] + 2 * (shape[1] // self.padding_ratio)
+        if self.window > padded:
+            raise ValueError(f"window {self.window} longer than the padded sequence "
+                             f"({padded} frames)")
+        return int(rng.integers(0, padded - self.window + 1))
+
+    def out_shape(self, shape: Shape) -> Shape:
+        return (shape[0], self.window, *shape[2:])
+
+    def apply(self, x: np.ndarray, params: int) -> np.ndarray:
         t = x.shape[1]
         pad = t // self.padding_ratio
         padded = np.concatenate([x[:, :pad][:, ::-1], x, x[:, t - pad:][:, ::-1]], axis=1)
-        if self.window > padded.shape[1]:
-            raise ValueError(f"window {self.window} longer than the padded sequence "
-                             f"({padded.shape[1]} frames)")
-        start = int(rng.integers(0, padded.shape[1] - self.window + 1))
-        return np.ascontiguousarray(padded[:, start:start + self.window], dtype=np.float32)
+        return np.ascontiguousarray(padded[:, params:params + self.window], dtype=np.float32)
+
+    def apply_batch(self, clips: Clips, params: Sequence[int]) -> Clips:
+        """One gather: padded position p of a clip of t frames with pad = t // ratio is frame
+        pad - 1 - p before the clip, p - pad inside it, 2 t + pad - 1 - p after it (mirrors)."""
+        t = clips.lengths[:, None]
+        pad = t // self.padding_ratio
+        p = np.asarray(params, np.int64)[:, None] + np.arange(self.window)[None, :]
+        frame = np.where(p < pad, pad - 1 - p, np.where(p < pad + t, p - pad, 2 * t + pad - 1 - p))
+        data = clips.data[:, (clips.starts[:, None] + frame).ravel()]
+        return Clips(np.ascontiguousarray(data, np.float32),
+                     np.full(len(clips), self.window, np.int64))
 
 
-class Compose:
-    """Apply augmentations in order, sharing one generator."""
+class Compose(BatchAugmentation):
+    """Apply augmentations in order, sharing one generator (all of one sample's draws, in the
+    order the transforms make them, before any arithmetic)."""
 
-    def __init__(self, transforms: Sequence[Augmentation]) -> None:
+    def __init__(self, transforms: Sequence[BatchAugmentation]) -> None:
         self.transforms = list(transforms)
 
-    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def draw(self, shape: Shape, rng: np.random.Generator) -> list[Any]:
+        _check_shape(shape)
+        params = []
         for transform in self.transforms:
-            x = transform(x, rng)
+            params.append(transform.draw(shape, rng))
+            shape = transform.out_shape(shape)
+        return params
+
+    def out_shape(self, shape: Shape) -> Shape:
+        for transform in self.transforms:
+            shape = transform.out_shape(shape)
+        return shape
+
+    def apply(self, x: np.ndarray, params: list[Any]) -> np.ndarray:
+        for transform, p in zip(self.transforms, params, strict=True):
+            x = transform.apply(x, p)
         return x
+
+    def apply_batch(self, clips: Clips, params: Sequence[list[Any]]) -> Clips:
+        for i, transform in enumerate(self.transforms):
+            clips = transform.apply_batch(clips, [p[i] for p in params])
+        return clips
 
 
 AUGMENTATIONS: dict[str, type] = {

@@ -3,8 +3,9 @@ turn an authors' released checkpoint into a run (``import``), list the fidelity 
 (``switches``).
 
 Exit codes: 0 success, 2 bad input (one line on stderr, :class:`skelkit.errors.SkelkitGroup`),
-3 the loss became NaN/inf. Commands import their modules inside the function: torch and the
-stores are heavy, and ``skeltrain --help`` must answer at once.
+3 the loss became NaN/inf. Commands import their modules inside the function, after the checks
+that need no torch (the method name, paths, option conflicts): torch and the stores are heavy,
+and ``skeltrain --help`` and usage errors must answer at once.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Any
 import click
 
 from skelkit.errors import CONTEXT_SETTINGS, SkelkitGroup, one_line
-from skelkit.store.rundir import RunDir
 from skelkit.train.config import ConfigError, packaged_configs, resolve_run_config
 
 EXIT_NONFINITE = 3
@@ -26,16 +26,35 @@ EXIT_NONFINITE = 3
 
 def _default_config(method: str, store: str | None) -> str:
     """``<method>/<dataset of the store>`` when packaged, else an error naming the choices."""
-    from skelkit.store.reader import open_store
-
     if store is None:
         raise ConfigError("no --config and no --store to pick a default config from")
+    _check_store_path(store)
+    from skelkit.store.reader import open_store
+
     dataset = open_store(store).dataset
     name = f"{method}/{dataset}"
     if name in packaged_configs(method):
         return name
     raise ConfigError(f"no packaged config {name}; pass --config "
                       f"({', '.join(packaged_configs(method)) or 'none packaged'})")
+
+
+# Usage checks answered before torch is imported (~4 s here): a mistake costs no wait.
+
+def known_methods() -> list[str]:
+    """The method names, without importing the methods: every method ships its packaged configs
+    in ``configs/<method>/`` (a test keeps this list equal to the registry)."""
+    return sorted({name.split("/")[0] for name in packaged_configs()})
+
+
+def _check_method(method: str) -> None:
+    if method not in known_methods():
+        raise ConfigError(f"unknown method {method!r}; known: {', '.join(known_methods())}")
+
+
+def _check_store_path(store: str | Path) -> None:
+    if not Path(store).exists():
+        raise ConfigError(f"{store}: no such store")
 
 
 @click.group(cls=SkelkitGroup, name="skeltrain", context_settings=CONTEXT_SETTINGS)
@@ -85,10 +104,9 @@ def run_command(method: str, store: str | None, protocol: str | None, config: st
     difference is a named switch; override one with --set model.switches.NAME=VALUE.
     `skeltrain switches [METHOD]` lists them with the reference's file and line.
     """
-    from skelkit.train.distributed import shutdown_distributed
-    from skelkit.train.engine import NonFiniteLossError, train
-    from skelkit.train.runs import TrainInputError, method_class
+    from skelkit.store.rundir import RunDir  # numpy (the store package): after the name check
 
+    _check_method(method)
     cli_values: dict[str, Any] = {
         "data.store": store, "data.protocol": protocol, "engine.epochs": epochs,
         "engine.batch_size": batch_size, "engine.device": device, "engine.seed": seed,
@@ -96,27 +114,34 @@ def run_command(method: str, store: str | None, protocol: str | None, config: st
     }
     if teacher is not None:
         cli_values["model.teacher"] = str(teacher)
+    if resume is not None:
+        if run_dir is not None and Path(run_dir).resolve() != Path(resume).resolve():
+            raise ConfigError("--run-dir and --resume name different directories")
+        previous = RunDir(resume)
+        tree_method = previous.read_config().get("method")
+        if not previous.last_checkpoint.is_file():
+            raise ConfigError(f"{resume}: no {previous.last_checkpoint.relative_to(resume)}"
+                              " to resume from")
+        if tree_method != method:
+            raise ConfigError(f"{resume} is a {tree_method} run, not {method}")
+        config, run_dir = str(previous.config), previous.path
+    elif config is None:
+        config = _default_config(method, store)
+    elif store is not None:
+        _check_store_path(store)
+    if run_dir is None:
+        run_dir = Path("runs") / f"{method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if resume is None and RunDir(run_dir).last_checkpoint.exists():
+        raise ConfigError(f"{run_dir} already holds a run; use --resume {run_dir} "
+                          "or another --run-dir")
+
+    # torch from here on.
+    from skelkit.train.distributed import shutdown_distributed
+    from skelkit.train.engine import NonFiniteLossError, train
+    from skelkit.train.runs import method_class
+
+    cfg = resolve_run_config(method, method_class(method), config, list(overrides), cli_values)
     try:
-        cls = method_class(method)
-        if resume is not None:
-            if run_dir is not None and Path(run_dir).resolve() != Path(resume).resolve():
-                raise TrainInputError("--run-dir and --resume name different directories")
-            previous = RunDir(resume)
-            tree_method = previous.read_config().get("method")
-            if not previous.last_checkpoint.is_file():
-                raise TrainInputError(f"{resume}: no {previous.last_checkpoint.relative_to(resume)}"
-                                      " to resume from")
-            if tree_method != method:
-                raise TrainInputError(f"{resume} is a {tree_method} run, not {method}")
-            config, run_dir = str(previous.config), previous.path
-        elif config is None:
-            config = _default_config(method, store)
-        cfg = resolve_run_config(method, cls, config, list(overrides), cli_values)
-        if run_dir is None:
-            run_dir = Path("runs") / f"{method}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if resume is None and RunDir(run_dir).last_checkpoint.exists():
-            raise TrainInputError(f"{run_dir} already holds a run; use --resume {run_dir} "
-                                  "or another --run-dir")
         try:
             result = train(cfg, run_dir, resume=resume is not None, progress=not no_progress)
         finally:
@@ -133,10 +158,8 @@ def run_command(method: str, store: str | None, protocol: str | None, config: st
 def switches_command(method: str | None) -> None:
     """List the fidelity switches of METHOD (default: every method): the reference value, the
     paper value and what the authors' code does, with file and line."""
-    from skelkit.train.runs import method_class
-
     if method is not None:
-        method_class(method)  # an unknown name is bad input, named with the known ones
+        _check_method(method)  # an unknown name is bad input, named with the known ones
     click.echo(_switch_tables(method))
 
 
@@ -162,6 +185,8 @@ def import_command(fmt: str, checkpoint: Path, run_dir: Path, config: str | None
     (exit 2), never executed. `skeltrain embed`, `skeleval` and `skeleval finetune` then use the
     run like any other.
     """
+    if not checkpoint.is_file():
+        raise ConfigError(f"{checkpoint}: no such checkpoint")
     from skelkit.train.importers import import_checkpoint
 
     summary = import_checkpoint(fmt, checkpoint, run_dir, config=config,
@@ -193,6 +218,11 @@ def embed_command(run_dir: Path, checkpoint: str | None, modality: str, combine:
                   device: str, batch_size: int | None, workers: int | None, store: str | None,
                   protocol: str | None, no_progress: bool) -> None:
     """Write frozen train/test embeddings of a run (docs/design.md §4.4 HDF5)."""
+    from skelkit.store.rundir import RunDir
+
+    RunDir(run_dir).require()
+    if store is not None:
+        _check_store_path(store)
     from skelkit.train.embed import export_embeddings
 
     summary = export_embeddings(run_dir, out, checkpoint=checkpoint, modality=modality,

@@ -9,6 +9,8 @@ them nor on the number of workers or ranks, which is what makes ``--resume`` exa
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ from skelkit.store.layout import NTU25
 from skelkit.store.reader import Store, open_store
 from skelkit.store.schema import FIXED_FRAMES, MAX_BODIES
 from skelkit.store.writer import SampleBatch, StoreWriter
-from skelkit.train.augment import build_augmentations, resize_linear
+from skelkit.train.augment import BatchAugmentation, Clips, build_augmentations, resize_linear
 
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 View = Callable[[np.ndarray], np.ndarray]
@@ -60,10 +62,48 @@ def read_side_meta(store: Store, protocol: str, side: str) -> SideMeta:
     )
 
 
+def side_frame_cache(store: Store, meta: SideMeta, store_path: str, protocol: str, side: str,
+                     cache_dir: str | Path) -> tuple[Path, np.ndarray]:
+    """The side's raw joint frames decompressed once into ``cache_dir`` as a float32 ``.npy``
+    (frames-major (F, 3, V, M), in store-row order) and each side position's frame offsets into
+    it (len + 1,). Training reads it memory-mapped: a batch becomes a page-cache gather instead
+    of zarr decoding a 256-frame chunk per clip (bench/loader.py: 1.3 ms CPU per sample).
+
+    The file is named by the store's path, the raw array's shape and metadata time, the protocol
+    and the side, so a rebuilt store gets a new file; it is written under a temporary name and
+    renamed when complete, so a partial file is never read."""
+    raw = store.group["raw/joint"]
+    meta_file = Path(store_path) / "raw" / "joint" / "zarr.json"
+    stamp = meta_file.stat().st_mtime_ns if meta_file.is_file() else 0
+    key = f"{Path(store_path).resolve()}|{raw.shape}|{stamp}|{protocol}|{side}"
+    name = hashlib.sha1(key.encode()).hexdigest()[:16]
+    folder = Path(cache_dir)
+    path = folder / f"raw-{name}.npy"
+    lengths = meta.offsets[meta.indices + 1] - meta.offsets[meta.indices]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    if path.is_file():
+        return path, offsets
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / f"raw-{name}.{os.getpid()}.partial.npy"
+    out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32,
+                                    shape=(int(offsets[-1]), *raw.shape[1:]))
+    # Runs of consecutive store rows are one contiguous slice each (one zarr call per run).
+    rows = meta.indices
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    for run in np.split(np.arange(len(rows)), breaks):
+        first, last = rows[run[0]], rows[run[-1]]
+        out[offsets[run[0]]:offsets[run[-1] + 1]] = raw[meta.offsets[first]:meta.offsets[last + 1]]
+    out.flush()
+    del out
+    os.replace(partial, path)
+    return path, offsets
+
+
 class SkeletonDataset(Dataset):
     """One protocol side of a store.
 
-    ``mode="train"``: two augmented views ``q``, ``k`` (3, T, V, M) per sample. ``mode="embed"``:
+    ``mode="train"``: two augmented views ``q``, ``k`` (3, T, V, M) per sample (with
+    ``batch_augment``, the arithmetic of a whole batch at once after each sample's draws). ``mode="embed"``:
     one un-augmented view ``x``: ``view`` of the sample (a method's ``evaluation_view``, e.g.
     CMD's centre crop); without one, for ``kind="sequence"`` the whole valid raw sequence resized
     to ``window`` frames, for ``kind="fixed"`` the store's fixed-length joints. Keys are
@@ -72,7 +112,8 @@ class SkeletonDataset(Dataset):
 
     def __init__(self, store_path: str | Path, protocol: str, side: str, *, kind: str,
                  mode: str = "train", augment: Augment | None = None, window: int = 64,
-                 seed: int = 0, modality: str = "joint", view: View | None = None) -> None:
+                 seed: int = 0, modality: str = "joint", view: View | None = None,
+                 batch_augment: bool = False, raw_cache: str | Path | None = None) -> None:
         if kind not in INPUT_KINDS:
             raise ValueError(f"input kind must be one of {INPUT_KINDS}, not {kind!r}")
         if mode not in ("train", "embed"):
@@ -80,6 +121,11 @@ class SkeletonDataset(Dataset):
         self.store_path = str(store_path)
         self.protocol, self.side, self.kind, self.mode = protocol, side, kind, mode
         self.augment = augment
+        # Per-sample draws either way (the same views, bit for bit). Off by default: on the CPU
+        # workers numpy on one 64-frame clip at a time stays in cache and measured as fast or
+        # faster than the batch (bench/loader.py, CMD views: 0.16 vs 0.42 ms CPU per sample);
+        # the batched arithmetic is the form an on-device augmentation takes.
+        self.batch_augment = batch_augment
         self.view = view
         self.window = int(window)
         self.seed = int(seed)
@@ -89,6 +135,13 @@ class SkeletonDataset(Dataset):
         if kind == "fixed":
             store.fixed(modality)  # fail early, in the main process, when the modality is absent
         self._store: Store | None = None
+        # Sequence methods may read their frames from a decompressed, memory-mapped copy
+        # (``side_frame_cache``), built here, in the main process, before any worker starts.
+        self._cache: tuple[Path, np.ndarray] | None = None
+        if raw_cache and kind == "sequence":
+            self._cache = side_frame_cache(store, self.meta, self.store_path, protocol, side,
+                                           raw_cache)
+        self._cache_frames: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.meta.indices)
@@ -97,6 +150,7 @@ class SkeletonDataset(Dataset):
         # Workers get everything but the open store; each reopens it lazily.
         state = self.__dict__.copy()
         state["_store"] = None
+        state["_cache_frames"] = None
         return state
 
     @property
@@ -107,43 +161,69 @@ class SkeletonDataset(Dataset):
 
     # --- reading ---------------------------------------------------------------------------
 
-    def _read_many(self, positions: np.ndarray) -> list[np.ndarray]:
-        """(3, T, V, M) joints of the given side positions, in order, with one zarr call."""
+    def _read_clips(self, positions: np.ndarray) -> Clips:
+        """The joints of the given side positions, in order, with one zarr call, as frames-major
+        :class:`Clips` (the raw frames' own layout: no per-sample copies)."""
         rows = self.meta.indices[positions]
         if self.kind == "fixed":
             order = np.argsort(rows, kind="stable")
             block = np.asarray(self.store.fixed(self.modality).oindex[rows[order]], np.float32)
             # block[j] is row order[j]: the inverse permutation puts them back in request order.
-            return [block[j] for j in np.argsort(order, kind="stable")]
+            return Clips.from_dense(block[np.argsort(order, kind="stable")])
+        if self._cache is not None:
+            return self._read_cached(positions)
         lo, hi = self.meta.offsets[rows], self.meta.offsets[rows + 1]
-        lengths = hi - lo
         frames = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)])
         # Sorted unique frame indices read the raw chunks once each, concurrently inside zarr.
         uniq, inverse = np.unique(frames, return_inverse=True)
         block = np.asarray(self.store.group["raw/joint"].oindex[uniq], np.float32)[inverse]
-        cuts = np.cumsum(lengths)[:-1]
-        return [np.ascontiguousarray(seq.transpose(1, 0, 2, 3)) for seq in np.split(block, cuts)]
+        return Clips.from_frames(block, hi - lo)
+
+    def _read_cached(self, positions: np.ndarray) -> Clips:
+        """The clips from the memory-mapped side cache (opened once per worker)."""
+        path, offsets = self._cache  # type: ignore[misc]
+        if self._cache_frames is None:
+            self._cache_frames = np.load(path, mmap_mode="r")
+        lo, hi = offsets[positions], offsets[positions + 1]
+        frames = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)])
+        return Clips.from_frames(self._cache_frames[frames], hi - lo)
 
     # --- samples -----------------------------------------------------------------------------
 
+    def _labels(self, pos: int) -> dict[str, Any]:
+        return {"gamma": np.float32(self.meta.gammas[pos]), "index": int(self.meta.indices[pos]),
+                "label": int(self.meta.labels[pos])}
+
+    def _rng(self, pos: int, epoch: int) -> np.random.Generator:
+        """The sample's own generator: its views depend on (seed, epoch, store row) only."""
+        return np.random.default_rng([self.seed, epoch, int(self.meta.indices[pos])])
+
     def _make(self, pos: int, epoch: int, x: np.ndarray) -> dict[str, Any]:
-        row = int(self.meta.indices[pos])
-        item: dict[str, Any] = {
-            "gamma": np.float32(self.meta.gammas[pos]),
-            "index": row,
-            "label": int(self.meta.labels[pos]),
-        }
+        item = self._labels(pos)
         if self.mode == "embed":
             if self.view is not None:
                 item["x"] = np.ascontiguousarray(self.view(x), dtype=np.float32)
             else:
                 item["x"] = resize_time(x, self.window) if self.kind == "sequence" else x
             return item
-        rng = np.random.default_rng([self.seed, epoch, row])
+        rng = self._rng(pos, epoch)
         aug = self.augment or (lambda a, _r: a)
         item["q"] = np.ascontiguousarray(aug(x, rng), dtype=np.float32)
         item["k"] = np.ascontiguousarray(aug(x, rng), dtype=np.float32)
         return item
+
+    def _augment_batch(self, pairs: list[tuple[int, int]], clips: Clips,
+                       augment: BatchAugmentation) -> list[dict[str, Any]]:
+        """Both views of every sample: per sample, q's draws then k's from its own generator
+        (as ``_make`` draws them), then the arithmetic once for the whole batch per view."""
+        draws: dict[str, list[Any]] = {"q": [], "k": []}
+        for i, (pos, epoch) in enumerate(pairs):
+            rng, shape = self._rng(pos, epoch), clips.shape(i)
+            for view in ("q", "k"):
+                draws[view].append(augment.draw(shape, rng))
+        views = {view: augment.apply_batch(clips, d).dense() for view, d in draws.items()}
+        return [{**self._labels(pos), "q": views["q"][i], "k": views["k"][i]}
+                for i, (pos, _) in enumerate(pairs)]
 
     @staticmethod
     def _split_key(key: Any) -> tuple[int, int]:
@@ -158,8 +238,12 @@ class SkeletonDataset(Dataset):
         """Batch fetch (called by the DataLoader's fetcher): one store read for the whole batch."""
         pairs = [self._split_key(k) for k in keys]
         positions = np.array([p for p, _ in pairs], dtype=np.int64)
-        views = self._read_many(positions)
-        return [self._make(p, e, x) for (p, e), x in zip(pairs, views)]
+        clips = self._read_clips(positions)
+        if (self.batch_augment and self.mode == "train"
+                and isinstance(self.augment, BatchAugmentation)):
+            return self._augment_batch(pairs, clips, self.augment)
+        return [self._make(p, e, np.ascontiguousarray(clips.clip(i)))
+                for i, (p, e) in enumerate(pairs)]
 
 
 class EpochSampler(Sampler[tuple[int, int]]):

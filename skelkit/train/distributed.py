@@ -57,17 +57,9 @@ def barrier(ctx: DistContext) -> None:
         dist.barrier()
 
 
-def mean_across_ranks(value: float, ctx: DistContext, device: torch.device) -> float:
-    if not ctx.enabled:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return float(t.item()) / ctx.world_size
-
-
-def any_across_ranks(flag: bool, ctx: DistContext, device: torch.device) -> bool:
-    if not ctx.enabled:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t)
-    return bool(t.item() > 0)
+def sum_across_ranks(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """The element-wise sum of ``values`` over the ranks (in place; returned).
+    A collective: every rank calls it at the same point."""
+    if ctx.enabled:
+        dist.all_reduce(values)
+    return values

@@ -29,13 +29,7 @@ from skelkit.store.writer import store_build_id
 from skelkit.train.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
 from skelkit.train.config import OptimConfig, RunConfig, ScheduleConfig
 from skelkit.train.data import SkeletonDataset, build_augment, make_loader
-from skelkit.train.distributed import (
-    DistContext,
-    any_across_ranks,
-    barrier,
-    init_distributed,
-    mean_across_ranks,
-)
+from skelkit.train.distributed import DistContext, barrier, init_distributed
 from skelkit.train.runs import (
     Run,
     TrainInputError,
@@ -45,6 +39,7 @@ from skelkit.train.runs import (
     side_loader,
     side_order,
 )
+from skelkit.train.steplog import LogReading, StepLog
 
 LOG = logging.getLogger("skelkit.train")
 
@@ -283,7 +278,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
         kind = method.input_kind
         dataset = SkeletonDataset(cfg.data.store, cfg.data.protocol, "train", kind=kind,
                                   mode="train", augment=build_augment(cfg.data.augment),
-                                  window=cfg.data.window, seed=cfg.engine.seed)
+                                  window=cfg.data.window, seed=cfg.engine.seed,
+                                  raw_cache=cfg.data.raw_cache or None)
         per_rank_batch = max(cfg.engine.batch_size // ctx.world_size, 1)
         if cfg.engine.drop_last and len(dataset) < per_rank_batch * ctx.world_size:
             raise TrainInputError(f"train side has {len(dataset)} samples, fewer than one batch "
@@ -357,24 +353,27 @@ def build_optimizer(params: Any, optim: OptimConfig) -> torch.optim.Optimizer:
                            weight_decay=optim.weight_decay, nesterov=optim.nesterov)
 
 
+BAR_REFRESH_S = 1.0
+"""Seconds between progress-bar refreshes; each refresh reads the step logs back (one sync)."""
+
+
 def _train_epoch(step_module: nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
                  scaler: torch.amp.GradScaler, epoch: int, device: torch.device, cfg: RunConfig,
                  use_amp: bool, ctx: DistContext, progress: bool, last_path: Path
                  ) -> dict[str, Any]:
-    sums: dict[str, float] = {}
-    steps = samples = 0
-    t0 = time.perf_counter()
+    """One epoch. Logs stay on the device (:class:`StepLog`): they are read back, and the loss
+    checked for NaN/inf, every ``engine.log_every`` steps (all ranks together), at the end of the
+    epoch, and, on the rank that shows it, at each refresh of the progress bar."""
+    log = StepLog(device)
+    samples = 0
+    t0 = last_refresh = time.perf_counter()
+    show = progress and ctx.is_main
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.engine.epochs}", unit="batch",
-               disable=not (progress and ctx.is_main), leave=False, dynamic_ncols=True)
+               disable=not show, leave=False, dynamic_ncols=True, mininterval=BAR_REFRESH_S)
     for batch in bar:
         batch = _to_device(batch, device)
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
             loss, logs = step_module(batch, epoch)
-        bad = not bool(torch.isfinite(loss.detach()).all())
-        if any_across_ranks(bad, ctx, device):
-            raise NonFiniteLossError(
-                f"loss is {float(loss.detach()):g} at epoch {epoch + 1} step {steps + 1}; "
-                f"run stopped, last good checkpoint kept: {last_path}")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if cfg.engine.grad_clip:
@@ -383,20 +382,45 @@ def _train_epoch(step_module: nn.Module, loader: Any, optimizer: torch.optim.Opt
                 [p for g in optimizer.param_groups for p in g["params"]], cfg.engine.grad_clip)
         scaler.step(optimizer)
         scaler.update()
-        steps += 1
+        log.add(loss, logs)
         samples += int(batch["q"].shape[0])
-        sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
-        for key, value in logs.items():
-            if key == "loss":  # the engine's own loss column
-                continue
-            sums[key] = sums.get(key, 0.0) + float(value)
-        rate = samples * ctx.world_size / max(time.perf_counter() - t0, 1e-9)
-        bar.set_postfix(loss=f"{sums['loss'] / steps:.4f}", samples_s=f"{rate:.0f}")
+        every = cfg.engine.log_every
+        if every and log.steps % every == 0:
+            reading = _checked(log.read(ctx), epoch, last_path)
+            if ctx.is_main:
+                LOG.info("epoch %d step %d %s", epoch + 1, log.steps, _format(reading.means))
+        elif show and time.perf_counter() - last_refresh >= BAR_REFRESH_S:
+            # This rank's own values: a refresh is timed, so the ranks do not reach it together.
+            reading = log.read()
+            if not ctx.enabled:
+                _checked(reading, epoch, last_path)
+        else:
+            continue
+        last_refresh = time.perf_counter()
+        rate = samples * ctx.world_size / max(last_refresh - t0, 1e-9)
+        bar.set_postfix(loss=f"{reading.means['loss']:.4f}", samples_s=f"{rate:.0f}",
+                        refresh=False)
     bar.close()
     seconds = time.perf_counter() - t0
-    means = {k: mean_across_ranks(v / max(steps, 1), ctx, device) for k, v in sums.items()}
-    return {**means, "samples_per_s": samples * ctx.world_size / max(seconds, 1e-9),
+    reading = _checked(log.read(ctx), epoch, last_path)
+    return {**reading.means, "samples_per_s": samples * ctx.world_size / max(seconds, 1e-9),
             "seconds": seconds}
+
+
+def _checked(reading: LogReading, epoch: int, last_path: Path) -> LogReading:
+    """Stop the run (exit 3) when a loss since the start of the epoch was NaN or infinite."""
+    if reading.nonfinite:
+        where = (f"step {reading.bad_step}" if reading.bad_step
+                 else "a step of another rank")
+        value = f"{reading.bad_loss:g}" if reading.bad_step else "not finite"
+        raise NonFiniteLossError(
+            f"loss is {value} at epoch {epoch + 1} {where}; "
+            f"run stopped, last good checkpoint kept: {last_path}")
+    return reading
+
+
+def _format(means: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.6g}" for k, v in means.items())
 
 
 class _KnnMonitor:

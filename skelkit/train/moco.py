@@ -48,7 +48,8 @@ class FeatureQueue(nn.Module):
         if values is not None:
             values = gather_from_all_ranks(values.detach())
             self.values[slots] = values.to(self.values.dtype)
-        self.ptr.fill_(int((self.ptr + n) % self.size))
+        # Stays on the device: reading the pointer back would synchronise every step.
+        self.ptr.copy_((self.ptr + n) % self.size)
 
 
 @torch.no_grad()

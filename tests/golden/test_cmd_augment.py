@@ -13,6 +13,7 @@ import pytest
 
 from skelkit.store.rundir import RunDir
 from skelkit.train.augment import (
+    Clips,
     CMDEvalView,
     cmd_eval_view,
     corrupt_joints,
@@ -146,6 +147,27 @@ def test_the_published_pipeline_replays_the_reference_feeder(
                                         f"clip {clip} view {view}"))
         assert draws.done(), "fewer draws than the reference made"
     REPORT["feeder"] = max(diffs)
+
+
+def test_the_published_pipeline_replays_the_reference_feeder_batched(
+        augment: dict[str, np.ndarray]) -> None:
+    """The same replay through the data loader's path: each clip's recorded draws (view 1, then
+    view 2), then the arithmetic for both clips at once (``apply_batch``)."""
+    pipeline = build_augment(resolve_run_config("cmd", CMD, "cmd/ntu60").data.augment)
+    clips, draws = [], {1: [], 2: []}
+    for clip, n in enumerate(augment["input/feeder/num_frame"]):
+        stored = augment["input/feeder/data"][clip]
+        extra = np.full((3, max(n - stored.shape[1], 0), 25, 2), 1e3, np.float32)
+        clips.append(np.concatenate([stored, extra], axis=1)[:, :n])
+        recorded = RecordedDraws(augment, clip)
+        for view in (1, 2):
+            draws[view].append(pipeline.draw(clips[-1].shape, recorded))  # type: ignore[arg-type]
+        assert recorded.done(), "fewer draws than the reference made"
+    for view in (1, 2):
+        out = pipeline.apply_batch(Clips.from_list(clips), draws[view]).dense()
+        for clip in range(len(clips)):
+            assert_forward(out[clip], augment[f"expect/feeder/view{view}"][clip],
+                           f"batched clip {clip} view {view}")
 
 
 def test_downstream_view(eval_view: dict[str, np.ndarray]) -> None:

@@ -233,7 +233,7 @@ def test_ablation_switches(switches, present, absent):
     assert all(n in logs for n in present) and not any(n in logs for n in absent)
     parts = sum(v for n, v in logs.items() if "/" in n and not n.startswith("md/"))
     md = sum(v for n, v in logs.items() if n.startswith("md/"))
-    assert float(loss.detach()) == pytest.approx(parts + 0.5 * md, rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(float(parts + 0.5 * md), rel=1e-5)
     assert (len(method.cluster_queues) == 0) == (switches.get("imd") is False)
 
 

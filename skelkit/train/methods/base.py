@@ -150,13 +150,18 @@ def stored_frames(x: np.ndarray) -> np.ndarray:
     return x
 
 
+LogValue = Tensor | float
+"""A log term: a detached 0-d tensor left on the device (the engine reads them back once per log
+interval, not per step: each read is a host synchronisation), or a host constant (a stage)."""
+
+
 @dataclasses.dataclass
 class StepResult:
     """What one training step returns to the engine: the loss to backpropagate and scalar logs.
     Methods extend it with the parts their golden tests read."""
 
     loss: Tensor
-    logs: dict[str, float]
+    logs: dict[str, LogValue]
 
 
 C = TypeVar("C", bound=MethodConfig)
@@ -182,13 +187,15 @@ class Method(nn.Module, Generic[C]):
 
     # --- engine-facing -----------------------------------------------------------------------
 
-    def training_step(self, batch: dict[str, Tensor], epoch: int) -> tuple[Tensor, dict[str, float]]:
+    def training_step(self, batch: dict[str, Tensor], epoch: int
+                      ) -> tuple[Tensor, dict[str, LogValue]]:
         """batch["q"], batch["k"]: two augmented joint views (N, 3, T, V, M); batch["gamma"] (N,).
         Returns the loss to backpropagate and scalar logs; momentum update and enqueue inside."""
         out = self.step(batch, epoch)
         return out.loss, out.logs
 
-    def forward(self, batch: dict[str, Tensor], epoch: int = 0) -> tuple[Tensor, dict[str, float]]:
+    def forward(self, batch: dict[str, Tensor], epoch: int = 0
+                ) -> tuple[Tensor, dict[str, LogValue]]:
         return self.training_step(batch, epoch)
 
     def step(self, batch: dict[str, Tensor], epoch: int) -> StepResult:

@@ -212,7 +212,7 @@ class CMD(MoCoMethod[CC]):
     within_log: ClassVar[str] = "scl"
     """Log name of the sum of the within-modality terms (everything but the ``md/`` terms)."""
 
-    def objective(self, terms: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+    def objective(self, terms: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """Sum of the within-modality terms + cmd_weight x sum of the KL terms: CMD's total
         (``pretrain_moco_cmd.py`` line 246), I²MD Eq. 10 with its Eq. 9 terms."""
         cfg = self.cfg
@@ -220,9 +220,9 @@ class CMD(MoCoMethod[CC]):
         within = sum((t for n, t in terms.items() if not n.startswith("md/")), zero)
         distill = sum((t for n, t in terms.items() if n.startswith("md/")), zero)
         loss = within + cfg.cmd_weight * distill
-        logs = {name: float(t.detach()) for name, t in terms.items()}
-        logs.update({"loss": float(loss.detach()), self.within_log: float(within.detach()),
-                     "cmd": float(distill.detach())})
+        logs = {name: t.detach() for name, t in terms.items()}
+        logs.update({"loss": loss.detach(), self.within_log: within.detach(),
+                     "cmd": distill.detach()})
         return loss, logs
 
     def loss(self, encoded: MoCoOutputs, epoch: int) -> StepResult:

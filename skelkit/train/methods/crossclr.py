@@ -180,6 +180,6 @@ class CrosSCLR(MoCoMethod[CC]):
         for u in mods:
             out.loss = out.loss + out.view_losses[u]
             # One log key per view in both stages (metrics.csv keeps the first epoch's columns).
-            out.logs[f"contrast/{u}"] = float(out.view_losses[u].detach())
-        out.logs.update({"loss": float(out.loss.detach()), "stage": 2.0 if stage_two else 1.0})
+            out.logs[f"contrast/{u}"] = out.view_losses[u].detach()
+        out.logs.update({"loss": out.loss.detach(), "stage": 2.0 if stage_two else 1.0})
         return out

@@ -126,6 +126,6 @@ class IKEM(CrosSCLR[IKEMConfig]):
             # gradient) without changing the stage-one loss.
             out.loss = out.loss + 0.0 * sum(self.mapped_query(m, views.h_q[m]).sum()
                                             for m in mods)
-        out.logs["ikem"] = float(ikem.detach())
-        out.logs["loss"] = float(out.loss.detach())
+        out.logs["ikem"] = ikem.detach()
+        out.logs["loss"] = out.loss.detach()
         return out

@@ -336,8 +336,8 @@ class IKEMStudent(Method[IKEMStudentConfig]):
                         enc.view_banks[self.context_queue_of(v)], cfg.temperature)
             out.stream_losses[u] = stream
             out.loss = out.loss + stream
-            out.logs[f"ts/{u}"] = float(stream.detach())
-        out.logs["loss"] = float(out.loss.detach())
+            out.logs[f"ts/{u}"] = stream.detach()
+        out.logs["loss"] = out.loss.detach()
         return out
 
     def enqueue(self, encoded: StudentEncodings) -> None:

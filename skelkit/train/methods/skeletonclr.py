@@ -35,4 +35,4 @@ class SkeletonCLR(MoCoMethod[SkeletonCLRConfig]):
         """InfoNCE of the query against its key and the bank (I²MD Eq. 1)."""
         m = self.cfg.modality
         loss = info_nce(encoded.z_q[m], encoded.z_k[m], encoded.bank[m], self.cfg.temperature)
-        return StepResult(loss, {"loss": float(loss.detach()), f"scl/{m}": float(loss.detach())})
+        return StepResult(loss, {"loss": loss.detach(), f"scl/{m}": loss.detach()})
