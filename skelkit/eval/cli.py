@@ -99,12 +99,23 @@ def _source_options(func: Any) -> Any:
     return func
 
 
-def _open(kwargs: dict[str, Any], device: str) -> Any:
-    from skelkit.eval.sources import SourceArgs, open_source
+_SOURCE_KEYS = ("emb", "run", "store", "protocol", "raw", "modality", "checkpoint", "record_dir",
+                "workers")
 
-    args = SourceArgs(**{key: kwargs.pop(key) for key in (
-        "emb", "run", "store", "protocol", "raw", "modality", "checkpoint", "record_dir",
-        "workers")})
+
+def _source_args(kwargs: dict[str, Any]) -> Any:
+    from skelkit.eval.source_args import SourceArgs
+
+    return SourceArgs(**{key: kwargs[key] for key in _SOURCE_KEYS})
+
+
+def _open(kwargs: dict[str, Any], device: str) -> Any:
+    args = _source_args(kwargs)
+    for key in _SOURCE_KEYS:
+        kwargs.pop(key)
+    args.kind()  # a usage error before torch is imported
+    from skelkit.eval.sources import open_source  # heavy (torch): only for a valid source
+
     return open_source(args, _device(device))
 
 
@@ -137,10 +148,10 @@ _progress_option = click.option("--progress/--no-progress", default=True, show_d
 def knn(k: int, weighted: bool, temperature: float, as_json: bool, device: str, record: bool,
         progress: bool, **source_kwargs: Any) -> None:
     """Classify the test side by its nearest train features (cosine similarity)."""
+    source = _open(source_kwargs, device)  # first: a usage error answers before torch loads
     from skelkit.eval.features import feature_stats
     from skelkit.knn import knn_evaluate
 
-    source = _open(source_kwargs, device)
     split = source.features(progress=progress)
     stats = feature_stats(split.train_embedding)
     _warn_near_constant(source.label, stats, None)
@@ -190,6 +201,7 @@ def linear(recipe_name: str, epochs: int | None, lr: float | None, milestones: s
            seed: int, as_json: bool, device: str, record: bool, progress: bool,
            **source_kwargs: Any) -> None:
     """Train a linear classifier on frozen train features; score the test side."""
+    _source_args(source_kwargs).kind()  # a usage error answers before torch loads
     from skelkit.eval.features import feature_stats
     from skelkit.eval.linear import (
         BEST_LABEL,

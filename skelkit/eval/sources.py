@@ -22,42 +22,11 @@ from typing import Any
 import torch
 
 from skelkit.eval.baselines import ensure_baseline_dir, raw_joint_split
-from skelkit.eval.errors import EmbeddingSplit, EvalInputError, load_embedding_split
+from skelkit.eval.errors import EmbeddingSplit, load_embedding_split
 from skelkit.eval.report import embedding_provenance, find_run_dir
 from skelkit.eval.run_features import encoded_split, open_frozen_encoder, run_attrs
+from skelkit.eval.source_args import SourceArgs
 from skelkit.store.rundir import RunDir, file_sha256
-
-
-@dataclass(frozen=True)
-class SourceArgs:
-    emb: Path | None = None
-    run: Path | None = None
-    store: Path | None = None
-    protocol: str | None = None
-    raw: bool = False
-    modality: str = "joint"
-    checkpoint: str | None = None
-    record_dir: Path | None = None
-    workers: int = 0
-
-    def kind(self) -> str:
-        """'emb', 'run' or 'raw'; a usage error names what is missing or too much."""
-        chosen = [name for name, given in (("--emb", self.emb is not None),
-                                           ("--run", self.run is not None),
-                                           ("--raw", self.raw)) if given]
-        if len(chosen) != 1:
-            what = "both " + " and ".join(chosen) if chosen else "none"
-            raise EvalInputError(f"give exactly one feature source: --emb FILE, --run RUN, or "
-                                 f"--store S --protocol P --raw (got {what})")
-        if self.raw and (self.store is None or self.protocol is None):
-            raise EvalInputError("--raw needs --store and --protocol")
-        if self.emb is not None and (self.store is not None or self.protocol is not None):
-            raise EvalInputError("--store/--protocol apply to --run and --raw; an embedding "
-                                 "file carries its own")
-        if self.record_dir is not None and self.run is not None:
-            raise EvalInputError("--record-dir is for --emb and --raw; --run records in the "
-                                 "run's own directory")
-        return chosen[0].removeprefix("--")
 
 
 @dataclass
