@@ -35,11 +35,11 @@ OLD_DESIGN_NAME = "DESIGN" + ".md"
 SHARED_PATH = ".." + "/shared"
 
 READS_SHARED_DATA = frozenset({
-    "tests/prep/conftest.py",  # locates the shared folder for the prep tests (goldens, recordings)
-    "tests/prep/test_golden.py",  # parity with the preparation goldens
+    "tests/golden/conftest.py",  # locates the preparation goldens for the golden tests
+    "tests/golden/test_prep.py",  # parity with the preparation goldens
     "tests/golden/load.py",  # loads the training goldens
     "tests/golden/ikem_helpers.py",  # loads the CrosSCLR/IKEM training goldens
-    "tests/prep/test_synth.py",  # compares the synthetic set with the genuine recordings
+    "tests/unit/prep/test_synth.py",  # compares the synthetic set with the genuine recordings
     "scripts/utd_experiment.sh",  # default raw folder of the UTD-MHAD experiment
     "pyproject.toml",  # pytest configuration: the marker of the tests that read the recordings
 })

@@ -24,7 +24,7 @@ from skelkit.prep.kernels.sample import prepare_bodies
 from skelkit.store.layout import NTU25
 
 V = NTU25.num_joints
-NTU_REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ntu-real"
+NTU_REAL = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "ntu-real"
 
 
 # --- a slow reference reader: the way the published scripts read (readline, split, float) ---
