@@ -72,13 +72,9 @@ def reports(synth_store: Path, tmp_path_factory: pytest.TempPathFactory
     return result
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("method", METHODS)
-def test_learns_its_invariances(reports: dict[str, dict[str, float]], method: str) -> None:
-    if REDUCED:
-        pytest.skip("view retrieval is measured by the full check only")
-    r = reports[method]
-    assert r[f"{method}_{EPOCHS[-1]}_views"] > baseline(r, views=True) + VIEW_MARGIN, r
+# No view-retrieval test (issue 15): it could only skip in CI. After the reduced five epochs view
+# retrieval is at noise level (2-6 %, untrained 2.0 %), so no reduced margin is justified; the
+# full check still measures it and prints it in its report (the ``_views`` keys).
 
 
 @pytest.mark.slow
