@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.smoke.steps import STEPS, SmokeRecord, smoke_run, write_teacher_run
+from tests.smoke.steps import SmokeRecord, smoke_run, write_teacher_run
 
 CASES = {  # case id -> (method, training epoch)
     "cmd": ("cmd", 0),
@@ -51,7 +51,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def records(store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, SmokeRecord]:
+def records() -> dict[str, SmokeRecord]:
+    """Each case's record, computed once for its five tests."""
     return {}
 
 
@@ -133,4 +134,3 @@ def test_key_encoders_follow_their_momentum_update(record: SmokeRecord) -> None:
             assert moved == 0.0, f"{name} is frozen in this stage but moved by {moved}"
         else:
             assert off_ema < 1e-6, f"{name}: key is {off_ema} off m k + (1 - m) q"
-    assert STEPS >= 2
