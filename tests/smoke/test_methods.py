@@ -67,7 +67,9 @@ def record(request: pytest.FixtureRequest, records: dict[str, SmokeRecord], stor
             method, epoch = CASES[case]
             teacher = (write_teacher_run(store, tmp_path_factory.mktemp("teacher"))
                        if method == "ikem-student" else None)
-            records[case] = smoke_run(method, store, epoch, teacher)
+            records[case] = r = smoke_run(method, store, epoch, teacher)
+            print(f"{case}: loss on the fixed batch {r.probe_before:.3f} -> {r.probe_after:.3f}, "
+                  f"lr 0 control {r.control_before:.3f} -> {r.control_after:.3f}")
         finally:
             torch.set_num_threads(before)
     return records[case]
