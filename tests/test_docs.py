@@ -11,6 +11,7 @@ and ``.venv`` never):
 - the path of the shared data folder beside the repository appears only in the test and script
   files that read that data (``READS_SHARED_DATA``);
 - the backticked repository paths in ``docs/design.md`` exist;
+- ``.ci/run`` runs exactly the README's test command;
 - the fidelity switch tables in ``docs/design.md`` §5.9 list every registered switch with its
   reference and paper values, and §5.11 holds every published target of
   ``skelkit.eval.published``.
@@ -35,11 +36,11 @@ OLD_DESIGN_NAME = "DESIGN" + ".md"
 SHARED_PATH = ".." + "/shared"
 
 READS_SHARED_DATA = frozenset({
-    "tests/prep/conftest.py",  # locates the shared folder for the prep tests (goldens, recordings)
-    "tests/prep/test_golden.py",  # parity with the preparation goldens
+    "tests/golden/conftest.py",  # locates the preparation goldens for the golden tests
+    "tests/golden/test_prep.py",  # parity with the preparation goldens
     "tests/golden/load.py",  # loads the training goldens
     "tests/golden/ikem_helpers.py",  # loads the CrosSCLR/IKEM training goldens
-    "tests/prep/test_synth.py",  # compares the synthetic set with the genuine recordings
+    "tests/unit/prep/test_synth.py",  # compares the synthetic set with the genuine recordings
     "scripts/utd_experiment.sh",  # default raw folder of the UTD-MHAD experiment
     "pyproject.toml",  # pytest configuration: the marker of the tests that read the recordings
 })
@@ -221,3 +222,19 @@ def test_the_published_targets_are_the_code_s() -> None:
         if not ok:
             problems.append(f"{p.method} {p.evaluation} {p.dataset} {p.protocol} {value}")
     assert not problems, f"docs/design.md §5.11 lacks: {problems}"
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    """``.ci/run`` runs the README's set-up test command, word for word, and nothing else."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    quick_start = readme[readme.index("## Quick start"):]
+    start = quick_start.index("```bash\n") + len("```bash\n")
+    block = quick_start[start:quick_start.index("```", start)]
+    readme_tests = [line.split("#", 1)[0].strip() for line in block.splitlines()
+                    if line.startswith("bash scripts/test.sh")]
+    assert readme_tests == ["bash scripts/test.sh ci"], block
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    commands = [line.strip() for line in ci.splitlines()
+                if line.strip() and not line.lstrip().startswith("#")
+                and not line.startswith(("set ", "cd "))]
+    assert commands == readme_tests, f".ci/run runs {commands}, the README says {readme_tests}"

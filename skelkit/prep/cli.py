@@ -19,7 +19,7 @@ from skelkit.store.schema import FIXED_FRAMES
 # The formats, the build, the store reader and the generator pull in numba, zarr, pandas, dask
 # and scipy (~1.5 s of imports against ~0.1 s without): each command imports what it runs in its
 # body, so -h and usage errors answer at once. The registry holds the names; a test keeps this
-# help text equal to it (tests/prep/test_cli.py).
+# help text equal to it (tests/unit/prep/test_cli.py).
 DATASET_HELP = "ntu60|ntu120|pku2|utd-mhad|generic"
 EXIT_VERIFY_FAILED = EXIT_INTERNAL
 """A store that fails verification: exit 1, one line per problem (documented in --help)."""

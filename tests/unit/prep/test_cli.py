@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from skelkit.prep.cli import main
 from skelkit.store.reader import open_store
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
+SHARED = Path(__file__).resolve().parents[3] / ".." / "shared"
 GOLDEN_NTU = SHARED / "golden" / "ntu"
 
 

@@ -10,7 +10,7 @@ nothing: with the learning rate at 1e-9 (only the BatchNorm statistics move) the
 measured class KNN 54.0 -> 52.0 / 50.3 % and view retrieval 19.9 -> 25.4 / 27.3 %, below both
 margins. The full check prints the report:
 
-    PYTHONPATH=. .venv/bin/python tests/train/test_learning.py --epochs 25 50
+    PYTHONPATH=. .venv/bin/python tests/learning/test_learning_cmd.py --epochs 25 50
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.train.learning import baseline, build_synth_store, learning_check, raw_knn  # noqa: E402
+from tests.learning.harness import baseline, build_synth_store, learning_check, raw_knn  # noqa: E402
 
 REDUCED = os.environ.get("SKELKIT_REDUCED") == "1"
 

@@ -2,7 +2,8 @@
 
 On a synth store (``skelprep synth`` + ``skelprep build``; a random-walk store if skelprep is
 missing) a check trains one method with one packaged config for ``max(epochs)`` epochs (one
-schedule) and measures, from the checkpoints at each epoch in ``epochs``:
+schedule) and measures, from the checkpoints at each epoch in ``epochs`` (embeddings computed in
+memory through ``skelkit.train.runs``, as ``skeltrain embed`` computes them):
 
 - class KNN: cosine 1-NN top-1 of the pooled joint features, test side against train side;
 - view retrieval: how often a test sample's first augmented view is nearest its own second view
@@ -30,15 +31,13 @@ import torch
 from torch import nn
 
 from skelkit.knn import knn_evaluate
-from skelkit.store.embeddings import read_embeddings
 from skelkit.store.reader import open_store
 from skelkit.store.rundir import checkpoint_name
 from skelkit.train.checkpoint import load_checkpoint
 from skelkit.train.config import resolve_run_config
 from skelkit.train.data import SkeletonDataset, build_augment, write_random_walk_store
-from skelkit.train.embed import export_embeddings
 from skelkit.train.engine import train
-from skelkit.train.runs import build_method, load_run_config, method_class, open_run
+from skelkit.train.runs import build_method, encode_side, load_run_config, method_class, open_run, side_loader
 
 PROTOCOL = "xsub"
 THREADS = 2
@@ -98,12 +97,22 @@ def raw_knn(store: Path, window: int = 64) -> float:
     return knn_top1(*feats["train"], *feats["test"])
 
 
-def checkpoint_knn(run_dir: Path, checkpoint: str, out: Path, modality: str = "joint") -> float:
-    export_embeddings(run_dir, out, checkpoint=checkpoint, modality=modality, num_workers=0,
-                      progress=False)
-    groups, _ = read_embeddings(out)
-    tr, te = groups["train"], groups["test"]
-    return knn_top1(tr.embedding, tr.label, te.embedding, te.label)
+def checkpoint_knn(run_dir: Path, checkpoint: str, modality: str = "joint") -> float:
+    """Class KNN of ``checkpoint``'s frozen encoder: both sides encoded in memory exactly as
+    ``skeltrain embed`` encodes them (the run's evaluation view, store order), no HDF5 file."""
+    run = open_run(run_dir)
+    store = run.config.data.store
+    method = run.build(open_store(store), run.checkpoint(checkpoint))
+    sides = {}
+    for side in ("train", "test"):
+        loader, dataset = side_loader(store, PROTOCOL, side, kind=method.input_kind,
+                                      window=run.window,
+                                      batch_size=run.config.engine.embed_batch_size,
+                                      num_workers=0, start_method=run.config.data.start_method,
+                                      pin_memory=False, view=run.evaluation_view())
+        features, labels, _ = encode_side(method, loader, dataset, modality, torch.device("cpu"))
+        sides[side] = (features, labels)
+    return knn_top1(*sides["train"], *sides["test"])
 
 
 @torch.no_grad()
@@ -175,14 +184,13 @@ def learning_check(method: str, store: Path, workdir: Path, epochs: list[int], s
         pretrain(method, store, run, max(epochs), seed,
                  (f"engine.checkpoint_every={every}", *overrides), config)
         calibrated = calibrate_batchnorm(run, checkpoint_name(0))
-        report = {"random_init": checkpoint_knn(run, checkpoint_name(0), workdir / f"{method}-0.h5"),
-                  "random_init_bn": checkpoint_knn(run, calibrated, workdir / f"{method}-0bn.h5")}
+        report = {"random_init": checkpoint_knn(run, checkpoint_name(0)),
+                  "random_init_bn": checkpoint_knn(run, calibrated)}
         if views:
             report["random_init_views"] = view_retrieval(run, checkpoint_name(0))
             report["random_init_bn_views"] = view_retrieval(run, calibrated)
         for e in epochs:
-            report[f"{method}_{e}"] = checkpoint_knn(run, checkpoint_name(e),
-                                                     workdir / f"{method}-{e}.h5")
+            report[f"{method}_{e}"] = checkpoint_knn(run, checkpoint_name(e))
             if views:
                 report[f"{method}_{e}_views"] = view_retrieval(run, checkpoint_name(e))
         return report

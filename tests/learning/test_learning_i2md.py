@@ -1,11 +1,11 @@
 """Learning check of I²MD (issue 6): the tiny config must learn more than its random encoder.
 
-Same measurements as the CMD check (``tests/train/learning.py``): class KNN of the joint
+Same measurements as the CMD check (``tests/learning/harness.py``): class KNN of the joint
 instance branch (the embedding used for evaluation) and view retrieval on the test side, from
 the checkpoints of one run; checkpoint 0 is the random initialisation. Slow; reduced under
 SKELKIT_REDUCED=1 (20 epochs instead of 30). The full check prints the report:
 
-    PYTHONPATH=. .venv/bin/python tests/train/test_learning_i2md.py
+    PYTHONPATH=. .venv/bin/python tests/learning/test_learning_i2md.py
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.train.learning import baseline, learning_check, standalone_check  # noqa: E402
+from tests.learning.harness import baseline, learning_check, standalone_check  # noqa: E402
 
 REDUCED = os.environ.get("SKELKIT_REDUCED") == "1"
 EPOCHS = [10, 20] if REDUCED else [15, 30]

@@ -1,4 +1,4 @@
-"""Fixtures shared by the training tests."""
+"""Fixtures shared by the learning checks."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.train.learning import build_synth_store
+from tests.learning.harness import build_synth_store
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from skelkit.prep.formats import get_dataset
 from skelkit.prep.formats.ntu import parse_ntu_name
 from skelkit.prep.tasks import load_missing
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
+SHARED = Path(__file__).resolve().parents[3] / ".." / "shared"
 GOLDEN_NTU = SHARED / "golden" / "ntu"
 GOLDEN_PKU = SHARED / "golden" / "pku"
 needs_golden = pytest.mark.skipif(not GOLDEN_NTU.is_dir(), reason="shared/golden absent")

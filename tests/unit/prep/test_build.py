@@ -22,7 +22,7 @@ from skelkit.store.errors import StoreError
 from skelkit.store.reader import open_store
 from skelkit.store.schema import MODALITIES
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SHARED = REPO / ".." / "shared"
 GOLDEN = SHARED / "golden"
 pytestmark = pytest.mark.skipif(not (GOLDEN / "ntu").is_dir(), reason="shared/golden absent")

@@ -15,7 +15,7 @@ from skelkit.prep.formats import DATASET_NAMES, DATASETS, GENERIC, get_dataset
 from skelkit.prep.kernels.normalize import resize_frames
 from skelkit.store.errors import EmbeddingFileError, StoreError
 
-SKELKIT = Path(__file__).resolve().parents[2] / "skelkit"
+SKELKIT = Path(__file__).resolve().parents[3] / "skelkit"
 
 
 @pytest.mark.parametrize("error", [RawFormatError, DatasetError, ManifestError, BuildError,

@@ -15,7 +15,7 @@ from skelkit.prep.formats.utd import parse_utd_name, read_utd_skeleton
 from skelkit.store import KINECT20
 from skelkit.store.reader import open_store
 
-UTD_REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "utd-mhad"
+UTD_REAL = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "utd-mhad"
 
 
 def _person(frames: int, seed: int) -> np.ndarray:
@@ -139,7 +139,7 @@ def test_utd_experiment_script_reduced(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     raw = tmp_path / "raw"
     raw.mkdir()
     for f in sorted(UTD_REAL.glob("a[1-9]_s[12]_t1_skeleton.mat")):

@@ -1,4 +1,5 @@
-"""Shared fixtures of the prep tests: where ../shared lives, the golden data, the NTU layout."""
+"""Fixtures of the golden tests: the preparation goldens under ../shared/golden (skipped with a
+reason when the shared folder is absent)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from skelkit.store.layout import NTU25, Layout
-
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
-GOLDEN = SHARED / "golden"
-NTU_REAL = SHARED / "data" / "ntu-real"
-
-
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """../shared next to the repository; tests that need it skip when it is absent."""
-    if not SHARED.is_dir():
-        pytest.skip(f"shared folder not found at {SHARED}")
-    return SHARED
+GOLDEN = Path(__file__).resolve().parents[2] / ".." / "shared" / "golden"
 
 
 @pytest.fixture(scope="session")
@@ -39,8 +28,3 @@ def ntu_golden(golden_dir: Path) -> dict[str, np.ndarray]:
 def pku_golden(golden_dir: Path) -> dict[str, np.ndarray]:
     with np.load(golden_dir / "pku_reference.npz", allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
-
-
-@pytest.fixture(scope="session")
-def ntu_layout() -> Layout:
-    return NTU25

@@ -17,7 +17,7 @@ from skelkit.store.reader import open_store
 from skelkit.train.cli import main
 from skelkit.train.data import write_random_walk_store
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FAST = ["--set", "data.num_workers=0", "--set", "engine.knn_every=0", "--set",
         "model.queue_size=16", "--set", "engine.threads=1", "--batch-size", "4",
         "--device", "cpu", "--no-progress"]

@@ -1,13 +1,13 @@
 """Learning checks of CrosSCLR, IKEM and the IKEM student (issue 7).
 
-Same measurements as the CMD check (``tests/train/learning.py``): class KNN of the joint stream
+Same measurements as the CMD check (``tests/learning/harness.py``): class KNN of the joint stream
 and view retrieval on the test side, from the checkpoints of one run per method; checkpoint 0 is
 that method's random initialisation. The student distils from the IKEM run of this module.
 Stage two (cross-view mining, the implicit exchange) starts halfway through each run, so both
 stages are trained. Slow; reduced under SKELKIT_REDUCED=1 to 5-epoch runs without view
 retrieval (see below). The full check prints the report:
 
-    PYTHONPATH=. .venv/bin/python tests/train/test_learning_crossview.py
+    PYTHONPATH=. .venv/bin/python tests/learning/test_learning_crossview.py
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.train.learning import baseline, learning_check, standalone_check  # noqa: E402
+from tests.learning.harness import baseline, learning_check, standalone_check  # noqa: E402
 
 REDUCED = os.environ.get("SKELKIT_REDUCED") == "1"
 FIDELITY = os.environ.get("SKELKIT_CHECK_FIDELITY", "")
@@ -78,13 +78,9 @@ def reports(synth_store: Path, tmp_path_factory: pytest.TempPathFactory
     return result
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("method", METHODS)
-def test_learns_its_invariances(reports: dict[str, dict[str, float]], method: str) -> None:
-    if REDUCED:
-        pytest.skip("view retrieval is measured by the full check only")
-    r = reports[method]
-    assert r[f"{method}_{EPOCHS[-1]}_views"] > baseline(r, views=True) + VIEW_MARGIN, r
+# No view-retrieval test (issue 15): it could only skip in CI. After the reduced five epochs view
+# retrieval is at noise level (2-6 %, untrained 2.0 %), so no reduced margin is justified; the
+# full check still measures it and prints it in its report (the ``_views`` keys).
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ from skelkit.prep.kernels.sample import prepare_bodies
 from skelkit.store.layout import NTU25
 
 V = NTU25.num_joints
-NTU_REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ntu-real"
+NTU_REAL = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "ntu-real"
 
 
 # --- a slow reference reader: the way the published scripts read (readline, split, float) ---
@@ -120,7 +120,7 @@ def test_bodies_placed_by_position_and_fifth_body_dropped(rng):
     assert not raw.slots[1:, 2].any()
 
 
-def test_genuine_ntu_files_parse(shared_dir):
+def test_genuine_ntu_files_parse():
     files = sorted(NTU_REAL.glob("*.skeleton"))
     if not files:
         pytest.skip(f"no genuine NTU files under {NTU_REAL}")

@@ -11,7 +11,7 @@ import torch
 from skelkit.store import NTU25, Layout
 from skelkit.train.modalities import MODALITY_NAMES, derive, temporal_difference
 
-GOLDEN = Path(__file__).resolve().parents[2] / ".." / "shared" / "golden" / "ntu_reference.npz"
+GOLDEN = Path(__file__).resolve().parents[3] / ".." / "shared" / "golden" / "ntu_reference.npz"
 TOLERANCE = {"acceleration": 1e-3, "angular_velocity": 1e-3}  # golden README
 GOLDEN_KEYS = {"joint": "ikem_joint", "motion": "ikem_motion", "bone": "ikem_bone",
                "acceleration": "ikem_acceleration", "axis": "ikem_rotation_axis",

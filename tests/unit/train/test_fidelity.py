@@ -118,7 +118,7 @@ def test_the_readme_lists_every_switch() -> None:
     """Reproducing the papers: one row per CMD switch with its two values."""
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
     for switch in REGISTRY["cmd"].switches.values():
         row = f"| `{switch.name}` | `{switch.reference}` | `{switch.paper}` |"
         assert row in readme, row
