@@ -43,7 +43,6 @@ EPOCHS = [5] if REDUCED else [10, 20]
 #   epochs, 25.2 after 10), hence batch 32 in the tiny configs.
 METHODS = ["crossclr", "ikem", "ikem-student"]
 KNN_MARGIN = 0.10
-VIEW_MARGIN = 0.02
 # The full check trains three 20-epoch runs (about 25 minutes on two cores), past the suite's
 # 900 s limit per test, which counts the shared fixture's setup.
 pytestmark = pytest.mark.timeout(900 if REDUCED else 3600)

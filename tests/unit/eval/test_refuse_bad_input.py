@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from skelkit.eval.cli import main
 from skelkit.knn import knn_evaluate
 from skelkit.store.rundir import file_sha256
-from tests.eval.conftest import clustered, make_run_dir
+from tests.unit.eval.conftest import clustered, make_run_dir
 
 COMMANDS = [["knn"], ["linear", "--epochs", "30", "--milestones", ""]]
 
