@@ -15,10 +15,12 @@ from typing import Any
 
 import click
 
+from skelkit.cli_options import DEVICE, version_option
 from skelkit.errors import CONTEXT_SETTINGS, InputError, SkelkitGroup
 
 
 @click.group(cls=SkelkitGroup, name="skeleval", context_settings=CONTEXT_SETTINGS)
+@version_option("skeleval")
 def main() -> None:
     """Evaluate frozen skeleton representations (docs/design.md §5.10)."""
 
@@ -124,7 +126,7 @@ _emb_option = click.option(
     help="Embedding file (HDF5, groups train and test; written by `skeltrain embed`).",
 )
 _device_option = click.option(
-    "--device", default="auto", show_default=True, help="torch device: auto, cpu, cuda, cuda:1..."
+    "--device", type=DEVICE, default="auto", show_default=True, help="torch device."
 )
 _record_option = click.option(
     "--record/--no-record", default=True, show_default=True,

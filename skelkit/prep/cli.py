@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from skelkit import __version__
+from skelkit.cli_options import version_option
 from skelkit.errors import CONTEXT_SETTINGS, EXIT_INTERNAL, InputError, SkelkitGroup
 from skelkit.store.schema import FIXED_FRAMES
 
@@ -38,7 +38,7 @@ def _dataset_option(f):
 
 
 @click.group(cls=SkelkitGroup, name="skelprep", context_settings=CONTEXT_SETTINGS)
-@click.version_option(version=__version__, prog_name="skelprep")
+@version_option("skelprep")
 def main() -> None:
     """Raw NTU RGB+D 60/120, PKU-MMD II, UTD-MHAD or generic skeletons into a Zarr feature store."""
 

@@ -10,6 +10,7 @@ and ``skeltrain --help`` and usage errors must answer at once.
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 import click
 
+from skelkit.cli_options import DEVICE, version_option
 from skelkit.errors import CONTEXT_SETTINGS, SkelkitGroup, one_line
 from skelkit.train.config import ConfigError, packaged_configs, resolve_run_config
 
@@ -58,6 +60,7 @@ def _check_store_path(store: str | Path) -> None:
 
 
 @click.group(cls=SkelkitGroup, name="skeltrain", context_settings=CONTEXT_SETTINGS)
+@version_option("skeltrain")
 def main() -> None:
     """Self-supervised pre-training on a skelkit store."""
 
@@ -81,14 +84,20 @@ def _switch_tables(method: str | None = None) -> str:
               help="Packaged name (cmd/ntu60, tiny) or a YAML file (a run's config.yaml repeats it).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set optim.lr=0.05 (YAML-typed).")
-@click.option("--epochs", type=int, default=None)
-@click.option("--batch-size", type=int, default=None)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
-@click.option("--run-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--epochs", type=int, default=None,
+              help="Epochs.  [default: the config's engine.epochs]")
+@click.option("--batch-size", type=int, default=None,
+              help="Batch size.  [default: the config's engine.batch_size]")
+@click.option("--device", type=DEVICE, default=None,
+              help="torch device.  [default: the config's engine.device, auto]")
+@click.option("--run-dir", type=click.Path(path_type=Path), default=None,
+              help="Run directory to write.  [default: runs/METHOD-TIMESTAMP]")
 @click.option("--resume", type=click.Path(path_type=Path), default=None,
               help="Continue the run in this directory from its last checkpoint.")
-@click.option("--seed", type=int, default=None)
-@click.option("--workers", type=int, default=None, help="DataLoader workers (data.num_workers).")
+@click.option("--seed", type=int, default=None,
+              help="Random seed.  [default: the config's engine.seed]")
+@click.option("--workers", type=int, default=None,
+              help="DataLoader workers.  [default: the config's data.num_workers]")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--teacher", type=click.Path(path_type=Path), default=None,
               help="ikem-student: the six-modality IKEM run directory to distil from.")
@@ -153,6 +162,10 @@ def run_command(method: str, store: str | None, protocol: str | None, config: st
         click.echo(f"run {result.run_dir}: {result.epochs} epochs, checkpoint {result.last_checkpoint}")
 
 
+# Listed in the help from the packaged configs (no torch): a new method shows up by itself.
+run_command.help = inspect.cleandoc(run_command.help or "") + "\n\nMETHOD: " + ", ".join(known_methods()) + "."
+
+
 @main.command("switches")
 @click.argument("method", required=False)
 def switches_command(method: str | None) -> None:
@@ -207,7 +220,7 @@ def import_command(fmt: str, checkpoint: Path, run_dir: Path, config: str | None
               show_default=True, help="With --modality all: average the streams (the papers' "
               "ensembles) or concatenate them.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output .h5 file.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--device", type=DEVICE, default="auto", show_default=True, help="torch device.")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--workers", type=int, default=None)
 @click.option("--store", type=str, default=None,

@@ -1,0 +1,39 @@
+"""Options the three commands share, so they read and check them the same way.
+
+Light on purpose (click and re only): ``--help`` and usage errors must answer before torch loads.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import click
+
+from skelkit import __version__
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+class DeviceType(click.ParamType):
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``: checked here by spelling; whether the machine
+    has that device is answered when torch is loaded (``skelkit.train.runs.resolve_device``)."""
+
+    name = "device"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "auto|cpu|cuda[:N]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        if not DEVICE_PATTERN.fullmatch(text):
+            self.fail(f"{text!r} is not auto, cpu, cuda or cuda:N", param, ctx)
+        return text
+
+
+DEVICE = DeviceType()
+
+
+def version_option(prog: str) -> Any:
+    """``--version``: ``<prog>, version X.Y.Z``, the same on the three commands."""
+    return click.version_option(version=__version__, prog_name=prog)
