@@ -74,3 +74,51 @@ def test_needs_a_teacher_names_the_option(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="--teacher RUN_DIR"):
         IKEMStudentConfig().validate()
+
+
+# --- item 1: embed --out never replaces a foreign file -----------------------------------------
+
+def _fake_run(tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("method: cmd\n", encoding="utf-8")
+    return run
+
+
+@pytest.mark.parametrize("content", [b"my notes\n", b"", b"\x89PNG\r\n\x1a\n...."])
+def test_embed_refuses_to_replace_a_non_hdf5_file(tmp_path: Path, content: bytes) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(content)
+    code, out = invoke("skeltrain", "embed", "--run", str(_fake_run(tmp_path)), "--out",
+                       str(notes))
+    assert code == 2 and len(out.splitlines()) == 1, out
+    assert out.startswith("skeltrain embed: error: --out") and "refusing to replace" in out
+    assert notes.read_bytes() == content
+
+
+def test_embed_refuses_a_directory(tmp_path: Path) -> None:
+    code, out = invoke("skeltrain", "embed", "--run", str(_fake_run(tmp_path)), "--out",
+                       str(tmp_path))
+    assert code == 2 and "a directory" in out
+
+
+def test_embed_out_replaces_only_embedding_files(tmp_path: Path) -> None:
+    """An HDF5 file without the train/test groups is someone else's data; a file written by
+    ``write_embeddings`` may be replaced (re-running embed is the normal case)."""
+    import h5py
+    import numpy as np
+
+    from skelkit.store.embeddings import EmbeddingGroup, write_embeddings
+    from skelkit.train.embed import refuse_foreign_out
+    from skelkit.train.runs import TrainInputError
+
+    foreign = tmp_path / "other.h5"
+    with h5py.File(foreign, "w") as f:
+        f.create_dataset("x", data=np.arange(3))
+    with pytest.raises(TrainInputError, match="refusing to replace"):
+        refuse_foreign_out(foreign)
+    group = EmbeddingGroup(np.ones((2, 4), np.float32), np.array([0, 1]), np.array(["a", "b"]))
+    ours = tmp_path / "emb.h5"
+    write_embeddings(ours, {"train": group, "test": group}, {"method": "cmd"})
+    refuse_foreign_out(ours)  # no error
+    refuse_foreign_out(tmp_path / "new.h5")

@@ -54,6 +54,21 @@ def _check_method(method: str) -> None:
         raise ConfigError(f"unknown method {method!r}; known: {', '.join(known_methods())}")
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _check_embed_out(out: Path) -> None:
+    """``--out`` may replace an embedding file, never anything else (notes, a store, a folder):
+    this first look needs no h5py; ``export_embeddings`` then checks an HDF5 file's groups."""
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: a directory; name an .h5 file")
+    if out.exists():
+        with out.open("rb") as f:
+            if f.read(len(HDF5_SIGNATURE)) != HDF5_SIGNATURE:
+                raise ConfigError(f"--out {out}: exists and is not an HDF5 embedding file; "
+                                  "refusing to replace it (move it or pick another --out)")
+
+
 def _check_store_path(store: str | Path) -> None:
     if not Path(store).exists():
         raise ConfigError(f"{store}: no such store")
@@ -234,6 +249,7 @@ def embed_command(run_dir: Path, checkpoint: str | None, modality: str, combine:
     from skelkit.store.rundir import RunDir
 
     RunDir(run_dir).require()
+    _check_embed_out(out)
     if store is not None:
         _check_store_path(store)
     from skelkit.train.embed import export_embeddings
