@@ -122,3 +122,25 @@ def test_embed_out_replaces_only_embedding_files(tmp_path: Path) -> None:
     write_embeddings(ours, {"train": group, "test": group}, {"method": "cmd"})
     refuse_foreign_out(ours)  # no error
     refuse_foreign_out(tmp_path / "new.h5")
+
+
+# --- item 2: a figure's --out extension is checked before any work ----------------------------
+
+@pytest.mark.parametrize("args", [["tsne", "--emb", "{emb}"], ["curves", "--run", "{run}"]])
+@pytest.mark.parametrize("name", ["x.txt", "x"])
+def test_figure_out_unsupported_extension(tmp_path: Path, args: list[str], name: str) -> None:
+    """One line, exit 2, and before the input is even read: the inputs here do not exist, so a
+    command that did any work first would complain about them instead."""
+    args = [a.format(emb=tmp_path / "missing.h5", run=tmp_path / "missing-run") for a in args]
+    code, out = invoke("skeleval", *args, "--out", str(tmp_path / name))
+    assert code == 2 and len(out.splitlines()) == 1, out
+    assert out.startswith(f"skeleval {args[0]}: error: --out") and ".png" in out
+    assert not (tmp_path / name).exists()
+
+
+def test_figure_formats_are_ones_matplotlib_writes() -> None:
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    from skelkit.eval.cli import FIGURE_FORMATS
+
+    assert set(FIGURE_FORMATS) <= set(FigureCanvasBase.get_supported_filetypes())

@@ -374,10 +374,25 @@ def finetune(run_dir: Path, store: Path, protocol: str, modality: str, checkpoin
             click.echo(f"skeleval: recorded in {target}", err=True)
 
 
+# Formats matplotlib's Agg/vector backends write (a test keeps this within matplotlib's list);
+# checked before any work, without importing matplotlib.
+FIGURE_FORMATS = ("png", "pdf", "svg", "svgz", "jpg", "jpeg", "eps", "ps", "tif", "tiff", "webp")
+
+
+def _check_figure_out(out: Path) -> None:
+    """The figure's format comes from ``--out``'s extension: an unknown one fails here, in one
+    line, not in matplotlib after the t-SNE has run."""
+    extension = out.suffix.lower().lstrip(".")
+    if extension not in FIGURE_FORMATS:
+        got = f"extension .{extension}" if extension else "no extension"
+        raise InputError(f"--out {out}: {got}; use one of "
+                         f"{', '.join('.' + f for f in FIGURE_FORMATS)}")
+
+
 @main.command()
 @_emb_option
 @click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
-              help="PNG file to write.")
+              help="Figure to write; the format follows the extension (.png, .pdf, .svg...).")
 @click.option("--group", default="test", show_default=True, help="train or test.")
 @click.option("--max-points", default=2000, show_default=True, type=click.IntRange(min=5),
               help="Seeded random subsample size (exact t-SNE is O(N^2)).")
@@ -388,6 +403,7 @@ def finetune(run_dir: Path, store: Path, protocol: str, modality: str, checkpoin
 def tsne(emb: Path, out: Path, group: str, max_points: int, perplexity: float,
          iterations: int, seed: int) -> None:
     """Write a t-SNE map of one embedding group, coloured by label."""
+    _check_figure_out(out)
     from skelkit.eval.errors import load_embedding_split
     from skelkit.eval.plots import plot_tsne
 
@@ -412,9 +428,11 @@ def tsne(emb: Path, out: Path, group: str, max_points: int, perplexity: float,
 @main.command()
 @click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path),
               help="Run directory holding metrics.csv.")
-@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Figure to write; the format follows the extension (.png, .pdf, .svg...).")
 def curves(run_dir: Path, out: Path) -> None:
-    """Plot a run's training curves (metrics.csv) to a PNG."""
+    """Plot a run's training curves (metrics.csv) to a figure (PNG, PDF, SVG...)."""
+    _check_figure_out(out)
     from skelkit.eval.plots import plot_curves
 
     panels = plot_curves(run_dir, out, title=run_dir.resolve().name)
