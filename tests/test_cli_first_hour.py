@@ -144,3 +144,29 @@ def test_figure_formats_are_ones_matplotlib_writes() -> None:
     from skelkit.eval.cli import FIGURE_FORMATS
 
     assert set(FIGURE_FORMATS) <= set(FigureCanvasBase.get_supported_filetypes())
+
+
+# --- item 3: build --out on an existing folder that is not a store: advice that works ---------
+
+@pytest.mark.parametrize("flag", [[], ["--resume"], ["--overwrite"]])
+def test_build_into_a_foreign_folder_gives_working_advice(tmp_path: Path,
+                                                          flag: list[str]) -> None:
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.txt").write_text("keep me", encoding="utf-8")
+    code, out = invoke("skelprep", "build", "--dataset", "ntu60", "--raw", str(tmp_path / "raw"),
+                       "--out", str(folder), *flag)
+    assert code == 2 and len(out.splitlines()) == 1, out
+    assert "not a skelkit store" in out and "pick a new --out" in out
+    # The advice names neither option that would refuse too.
+    assert "--resume" not in out and "--overwrite" not in out
+    assert [p.name for p in folder.iterdir()] == ["a.txt"]
+
+
+@pytest.mark.parametrize("flag, advice", [([], "--overwrite builds into it"),
+                                          (["--resume"], "drop --resume")])
+def test_build_into_an_empty_folder_says_how(tmp_path: Path, flag: list[str],
+                                             advice: str) -> None:
+    code, out = invoke("skelprep", "build", "--dataset", "ntu60", "--raw", str(tmp_path / "raw"),
+                       "--out", str(tmp_path), *flag)
+    assert code == 2 and advice in out, out

@@ -32,6 +32,23 @@ def _existing_store(store: Path) -> Path:
     return store
 
 
+def _check_build_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """An existing ``--out`` that is not a store (no ``zarr.json``) is never resumed or replaced:
+    say so with advice that works, before the build starts (the builder would refuse too, but
+    its advice names --resume and --overwrite, which both refuse such a folder)."""
+    if not out.exists() or (out / "zarr.json").is_file():
+        return
+    if not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a folder; pick another --out")
+    if any(out.iterdir()):
+        raise InputError(f"--out {out}: an existing folder that is not a skelkit store; "
+                         f"nothing was changed: pick a new --out (e.g. {out / 'store.zarr'})")
+    if resume:
+        raise InputError(f"--out {out}: an empty folder, no build to resume; drop --resume")
+    if not overwrite:
+        raise InputError(f"--out {out}: an empty folder; --overwrite builds into it")
+
+
 def _dataset_option(f):
     return click.option("--dataset", required=True, metavar=DATASET_HELP,
                         help="Which dataset (its raw format, protocols and missing list).")(f)
@@ -95,6 +112,7 @@ def build(dataset: str, raw: Path, out: Path, frames: int, workers: int | None,
     """Build a store from raw files (parallel on dask, resumable)."""
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite exclude each other")
+    _check_build_out(out, resume, overwrite)
     from skelkit.prep.builder.pipeline import BuildOptions, build_store
     from skelkit.prep.report import format_report
 
