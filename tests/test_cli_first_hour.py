@@ -170,3 +170,43 @@ def test_build_into_an_empty_folder_says_how(tmp_path: Path, flag: list[str],
     code, out = invoke("skelprep", "build", "--dataset", "ntu60", "--raw", str(tmp_path / "raw"),
                        "--out", str(tmp_path), *flag)
     assert code == 2 and advice in out, out
+
+
+# --- item 6: synth lists what it makes and does not mix old and new files --------------------
+
+def test_synth_help_lists_only_what_synth_makes() -> None:
+    from skelkit.prep.cli import SYNTH_DATASETS
+    from skelkit.synth.plan import SPECS
+
+    assert list(SYNTH_DATASETS) == list(SPECS)
+    code, out = invoke("skelprep", "synth", "--help")
+    assert code == 0 and "[ntu60|ntu120|pku2]" in out
+    assert "utd-mhad" not in out and "generic" not in out
+    code, out = invoke("skelprep", "synth", "--dataset", "utd-mhad", "--out", "x")
+    assert code == 2 and "Invalid value for '--dataset'" in out and len(out.splitlines()) == 1
+
+
+def _synth(out: Path, *extra: str) -> tuple[int, str]:
+    return invoke("skelprep", "synth", "--dataset", "ntu60", "--out", str(out), "--classes", "1",
+                  "--performers", "1", *extra)
+
+
+def test_synth_into_a_non_empty_folder(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    assert _synth(raw)[0] == 0
+    first = sorted(p.name for p in raw.iterdir())
+    stale = raw / "S099C001P001R001A001.skeleton"  # an old file the new set would not rewrite
+    stale.write_text("old", encoding="utf-8")
+    code, out = _synth(raw, "--seed", "1")
+    assert code == 2 and "not empty" in out and "--overwrite" in out, out
+    assert stale.exists()
+    code, out = _synth(raw, "--seed", "1", "--overwrite")
+    assert code == 0, out
+    assert sorted(p.name for p in raw.iterdir()) == first  # the stale file is gone
+
+
+def test_synth_overwrite_never_empties_a_folder_of_other_files(tmp_path: Path) -> None:
+    (tmp_path / "thesis.tex").write_text("keep me", encoding="utf-8")
+    code, out = _synth(tmp_path, "--overwrite")
+    assert code == 2 and "thesis.tex" in out and "refusing" in out, out
+    assert [p.name for p in tmp_path.iterdir()] == ["thesis.tex"]

@@ -21,6 +21,11 @@ from skelkit.store.schema import FIXED_FRAMES
 # body, so -h and usage errors answer at once. The registry holds the names; a test keeps this
 # help text equal to it (tests/prep/test_cli.py).
 DATASET_HELP = "ntu60|ntu120|pku2|utd-mhad|generic"
+SYNTH_DATASETS = ("ntu60", "ntu120", "pku2")
+"""What `skelprep synth` generates (skelkit.synth.plan.SPECS; a test keeps the two equal)."""
+SYNTH_SUFFIXES = (".skeleton", ".txt")
+"""The files synth writes (NTU ``.skeleton``; PKU ``skeleton/``, ``label/`` and split ``.txt``):
+--overwrite empties a folder holding only such files, nothing else."""
 EXIT_VERIFY_FAILED = EXIT_INTERNAL
 """A store that fails verification: exit 1, one line per problem (documented in --help)."""
 
@@ -60,8 +65,30 @@ def main() -> None:
     """Raw NTU RGB+D 60/120, PKU-MMD II, UTD-MHAD or generic skeletons into a Zarr feature store."""
 
 
+def _prepare_synth_out(out: Path, overwrite: bool) -> None:
+    """A non-empty ``--out`` would mix old and new files: refused, or with ``--overwrite``
+    emptied first when all it holds is raw files synth could have written."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise InputError(f"--out {out}: not empty (synth would mix old and new files); pick an "
+                         "empty folder or pass --overwrite")
+    files = [p for p in out.rglob("*") if not p.is_dir()]
+    foreign = [p for p in files if p.suffix not in SYNTH_SUFFIXES]
+    if foreign:
+        raise InputError(f"--out {out}: holds {foreign[0].relative_to(out)} (and "
+                         f"{len(foreign) - 1} more) that synth does not write; refusing to "
+                         "empty it")
+    import shutil
+
+    shutil.rmtree(out)
+
+
 @main.command()
-@_dataset_option
+@click.option("--dataset", required=True, type=click.Choice(SYNTH_DATASETS),
+              help="Which dataset's raw format, protocols and missing list.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder to write.")
 @click.option("--classes", type=int, default=None, help="Number of action classes.")
 @click.option("--performers", type=int, default=None, help="Number of performers.")
@@ -70,9 +97,13 @@ def main() -> None:
               help="real: the nuisance of genuine recordings (camera tilt and roll, body sizes, "
                    "timing, sensor noise, dropped joints; skelkit/synth/nuisance.py); "
                    "none: the earlier, milder generator, bit for bit.")
+@click.option("--overwrite", is_flag=True,
+              help="Empty a non-empty --out first (only when it holds nothing but the raw files "
+                   "synth writes).")
 def synth(dataset: str, out: Path, classes: int | None, performers: int | None, seed: int,
-          nuisance: str) -> None:
+          nuisance: str, overwrite: bool) -> None:
     """Write a small synthetic dataset in the genuine raw format."""
+    _prepare_synth_out(out, overwrite)
     from skelkit.synth.dataset import synth_dataset
 
     try:
