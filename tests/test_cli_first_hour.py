@@ -210,3 +210,52 @@ def test_synth_overwrite_never_empties_a_folder_of_other_files(tmp_path: Path) -
     code, out = _synth(tmp_path, "--overwrite")
     assert code == 2 and "thesis.tex" in out and "refusing" in out, out
     assert [p.name for p in tmp_path.iterdir()] == ["thesis.tex"]
+
+
+# --- item 4: Ctrl-C during training ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def walk_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from skelkit.train.data import write_random_walk_store
+
+    return write_random_walk_store(tmp_path_factory.mktemp("walk") / "walk.zarr", classes=2,
+                                   per_class=8)
+
+
+def _train_args(store: Path, run: Path, *extra: str) -> list[str]:
+    return ["run", "skeletonclr", "--config", "tiny", "--store", str(store), "--protocol",
+            "xsub", "--batch-size", "4", "--device", "cpu", "--workers", "0", "--no-progress",
+            "--run-dir", str(run), "--set", "engine.knn_every=0", *extra]
+
+
+def test_ctrl_c_says_what_is_saved_and_how_to_resume(walk_store: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C in epoch 2 (simulated where the real one lands: inside the epoch's loop): exit
+    130, one line naming the saved epoch and the exact --resume command, the same line in
+    train.log; and that command then finishes the run."""
+    import skelkit.train.engine as engine
+
+    real_epoch = engine._train_epoch
+    calls = []
+
+    def interrupted_in_epoch_2(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_train_epoch", interrupted_in_epoch_2)
+    run = tmp_path / "run"
+    code, out = invoke("skeltrain", *_train_args(walk_store, run, "--epochs", "3"))
+    last = run / "checkpoints" / "last.pt"
+    expected = (f"interrupted in epoch 2; epoch 1 is saved in {last}; continue with: "
+                f"skeltrain run skeletonclr --resume {run}")
+    assert code == 130, out
+    assert f"skeltrain run: {expected}" in out.splitlines(), out
+    assert expected in (run / "train.log").read_text(encoding="utf-8")
+
+    monkeypatch.setattr(engine, "_train_epoch", real_epoch)
+    code, out = invoke("skeltrain", "run", "skeletonclr", "--resume", str(run), "--no-progress",
+                       "--device", "cpu", "--workers", "0")
+    assert code == 0, out
+    assert "3 epochs" in out

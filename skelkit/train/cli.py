@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from skelkit.cli_options import DEVICE, version_option
-from skelkit.errors import CONTEXT_SETTINGS, SkelkitGroup, one_line
+from skelkit.errors import CONTEXT_SETTINGS, EXIT_INTERRUPTED, SkelkitGroup, one_line
 from skelkit.train.config import ConfigError, packaged_configs, resolve_run_config
 
 EXIT_NONFINITE = 3
@@ -161,7 +161,7 @@ def run_command(method: str, store: str | None, protocol: str | None, config: st
 
     # torch from here on.
     from skelkit.train.distributed import shutdown_distributed
-    from skelkit.train.engine import NonFiniteLossError, train
+    from skelkit.train.engine import NonFiniteLossError, TrainInterrupted, train
     from skelkit.train.runs import method_class
 
     cfg = resolve_run_config(method, method_class(method), config, list(overrides), cli_values)
@@ -173,6 +173,10 @@ def run_command(method: str, store: str | None, protocol: str | None, config: st
     except NonFiniteLossError as exc:
         click.echo(f"skeltrain run: error: {one_line(exc)}", err=True)
         sys.exit(EXIT_NONFINITE)
+    except TrainInterrupted as exc:
+        if int(os.environ.get("RANK", "0")) == 0:
+            click.echo(f"\nskeltrain run: {exc.describe()}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"run {result.run_dir}: {result.epochs} epochs, checkpoint {result.last_checkpoint}")
 
