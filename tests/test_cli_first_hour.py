@@ -219,7 +219,7 @@ def walk_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from skelkit.train.data import write_random_walk_store
 
     return write_random_walk_store(tmp_path_factory.mktemp("walk") / "walk.zarr", classes=2,
-                                   per_class=8)
+                                   per_class=8, modalities=("joint", "motion", "bone"))
 
 
 def _train_args(store: Path, run: Path, *extra: str) -> list[str]:
@@ -246,7 +246,7 @@ def test_ctrl_c_says_what_is_saved_and_how_to_resume(walk_store: Path, tmp_path:
 
     monkeypatch.setattr(engine, "_train_epoch", interrupted_in_epoch_2)
     run = tmp_path / "run"
-    code, out = invoke("skeltrain", *_train_args(walk_store, run, "--epochs", "3"))
+    code, out = invoke("skeltrain", *_train_args(walk_store, run, "--epochs", "2"))
     last = run / "checkpoints" / "last.pt"
     expected = (f"interrupted in epoch 2; epoch 1 is saved in {last}; continue with: "
                 f"skeltrain run skeletonclr --resume {run}")
@@ -258,4 +258,65 @@ def test_ctrl_c_says_what_is_saved_and_how_to_resume(walk_store: Path, tmp_path:
     code, out = invoke("skeltrain", "run", "skeletonclr", "--resume", str(run), "--no-progress",
                        "--device", "cpu", "--workers", "0")
     assert code == 0, out
-    assert "3 epochs" in out
+    assert "2 epochs" in out
+
+
+# --- item 7: runs that never reach stage two say so -------------------------------------------
+
+def _resolved(method: str, *overrides: str) -> object:
+    from skelkit.train.config import resolve_run_config
+    from skelkit.train.runs import method_class
+
+    return resolve_run_config(method, method_class(method), "tiny", list(overrides))
+
+
+STAGE_TWO = "stage two (cross-view mining) is never reached"
+
+
+@pytest.mark.parametrize("method", ["crossclr", "ikem"])
+def test_run_shorter_than_cross_view_epoch_warns(method: str) -> None:
+    from skelkit.train.cli import _stage_two_warnings
+
+    [line] = _stage_two_warnings(_resolved(method, "engine.epochs=10",
+                                           "model.cross_view_epoch=10"))
+    assert line.startswith(f"10 epochs end before model.cross_view_epoch 10: {STAGE_TWO}")
+    assert _stage_two_warnings(_resolved(method, "engine.epochs=11",
+                                         "model.cross_view_epoch=10")) == []
+    # --epochs 0 is the random-init baseline, not a short run.
+    assert _stage_two_warnings(_resolved(method, "engine.epochs=0")) == []
+
+
+def _fake_teacher(folder: Path, epochs: int, cross_view_epoch: int) -> Path:
+    """A run directory with an ikem config and a checkpoint of ``epochs`` completed epochs (no
+    weights: the warning is decided before the teacher is loaded)."""
+    from skelkit.train.checkpoint import save_checkpoint
+
+    folder.mkdir()
+    text = f"method: ikem\nmodel:\n  cross_view_epoch: {cross_view_epoch}\n"
+    (folder / "config.yaml").write_text(text, encoding="utf-8")
+    save_checkpoint(folder / "checkpoints" / "last.pt", method="ikem", epoch=epochs, model={},
+                    optimizer=None, scheduler=None, scaler=None, config_text=text)
+    return folder
+
+
+def test_student_of_a_teacher_without_stage_two_warns(tmp_path: Path) -> None:
+    from skelkit.train.cli import _stage_two_warnings
+
+    short = _fake_teacher(tmp_path / "short", epochs=5, cross_view_epoch=10)
+    done = _fake_teacher(tmp_path / "done", epochs=11, cross_view_epoch=10)
+    [line] = _stage_two_warnings(_resolved("ikem-student", f"model.teacher={short}"))
+    assert line == (f"--teacher {short}: trained 5 epochs, never reaching its stage two "
+                    "(model.cross_view_epoch 10); the student distils stage-one encoders")
+    assert _stage_two_warnings(_resolved("ikem-student", f"model.teacher={done}")) == []
+
+
+def test_run_prints_the_warning_before_training(walk_store: Path, tmp_path: Path) -> None:
+    """Through the command: the warning comes first (the weightless fake teacher is then
+    refused by the teacher's own check, which keeps this test from training anything)."""
+    short = _fake_teacher(tmp_path / "short", epochs=5, cross_view_epoch=10)
+    args = _train_args(walk_store, tmp_path / "student", "--epochs", "0", "--teacher", str(short))
+    args[1] = "ikem-student"
+    code, out = invoke("skeltrain", *args)
+    lines = out.splitlines()
+    assert code == 2 and "teacher" in lines[-1], out
+    assert lines[0].startswith(f"skeltrain run: warning: --teacher {short}: trained 5 epochs"), out

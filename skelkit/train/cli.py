@@ -20,7 +20,13 @@ from typing import Any
 import click
 
 from skelkit.cli_options import DEVICE, version_option
-from skelkit.errors import CONTEXT_SETTINGS, EXIT_INTERRUPTED, SkelkitGroup, one_line
+from skelkit.errors import (
+    CONTEXT_SETTINGS,
+    EXIT_INTERRUPTED,
+    InputError,
+    SkelkitGroup,
+    one_line,
+)
 from skelkit.train.config import ConfigError, packaged_configs, resolve_run_config
 
 EXIT_NONFINITE = 3
@@ -89,6 +95,34 @@ def _switch_tables(method: str | None = None) -> str:
     tables = [REGISTRY[n].describe() if n in REGISTRY
               else f"{n}: no switches declared" for n in names]
     return "\n\n".join(tables)
+
+
+def _stage_two_warnings(cfg: Any) -> list[str]:
+    """CrosSCLR and IKEM mine across views only from ``model.cross_view_epoch`` on: a run that
+    ends before it trains stage one alone, and an IKEM teacher that never reached stage two
+    hands its student per-modality encoders only. Both are legal, neither is what a user means."""
+    lines = []
+    start = getattr(cfg.model, "cross_view_epoch", None)
+    if start is not None and 0 < cfg.engine.epochs <= start:
+        lines.append(f"{cfg.engine.epochs} epochs end before model.cross_view_epoch {start}: "
+                     f"stage two (cross-view mining) is never reached; use --epochs above {start}"
+                     f" or --set model.cross_view_epoch=N")
+    teacher = getattr(cfg.model, "teacher", None)
+    if teacher:
+        from skelkit.store.rundir import RunDir
+        from skelkit.train.checkpoint import CheckpointError, load_checkpoint
+
+        rundir = RunDir(teacher)
+        try:
+            trained = int(load_checkpoint(rundir.last_checkpoint)["epoch"])
+            teacher_start = (rundir.read_config().get("model") or {}).get("cross_view_epoch")
+        except (CheckpointError, InputError, KeyError, TypeError, ValueError):
+            return lines  # the teacher's own check (load_teacher) names what is wrong with it
+        if teacher_start is not None and trained <= int(teacher_start):
+            lines.append(f"--teacher {teacher}: trained {trained} epochs, never reaching its "
+                         f"stage two (model.cross_view_epoch {teacher_start}); the student "
+                         "distils stage-one encoders")
+    return lines
 
 
 @main.command("run")
@@ -165,6 +199,9 @@ def run_command(method: str, store: str | None, protocol: str | None, config: st
     from skelkit.train.runs import method_class
 
     cfg = resolve_run_config(method, method_class(method), config, list(overrides), cli_values)
+    if int(os.environ.get("RANK", "0")) == 0:
+        for line in _stage_two_warnings(cfg):
+            click.echo(f"skeltrain run: warning: {line}", err=True)
     try:
         try:
             result = train(cfg, run_dir, resume=resume is not None, progress=not no_progress)
