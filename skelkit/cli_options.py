@@ -1,4 +1,5 @@
-"""Options the three commands share, so they read and check them the same way.
+"""What the three commands share: options read and checked the same way, and counts worded
+the same way.
 
 Light on purpose (click and re only): ``--help`` and usage errors must answer before torch loads.
 """
@@ -37,3 +38,10 @@ DEVICE = DeviceType()
 def version_option(prog: str) -> Any:
     """``--version``: ``<prog>, version X.Y.Z``, the same on the three commands."""
     return click.version_option(version=__version__, prog_name=prog)
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 class``, ``4 classes``, ``1 epoch``, ``2 epochs``."""
+    if count == 1:
+        return f"{count} {noun}"
+    return f"{count} {noun}es" if noun.endswith(("ss", "x", "sh")) else f"{count} {noun}s"

@@ -279,7 +279,10 @@ def test_run_shorter_than_cross_view_epoch_warns(method: str) -> None:
 
     [line] = _stage_two_warnings(_resolved(method, "engine.epochs=10",
                                            "model.cross_view_epoch=10"))
-    assert line.startswith(f"10 epochs end before model.cross_view_epoch 10: {STAGE_TWO}")
+    assert line.startswith("the run ends after 10 epochs, before model.cross_view_epoch 10: "
+                           f"{STAGE_TWO}")
+    [line] = _stage_two_warnings(_resolved(method, "engine.epochs=1"))
+    assert line.startswith("the run ends after 1 epoch, before")
     assert _stage_two_warnings(_resolved(method, "engine.epochs=11",
                                          "model.cross_view_epoch=10")) == []
     # --epochs 0 is the random-init baseline, not a short run.
@@ -320,3 +323,78 @@ def test_run_prints_the_warning_before_training(walk_store: Path, tmp_path: Path
     lines = out.splitlines()
     assert code == 2 and "teacher" in lines[-1], out
     assert lines[0].startswith(f"skeltrain run: warning: --teacher {short}: trained 5 epochs"), out
+
+
+# --- item 10: the small things a user notices --------------------------------------------------
+
+def test_counts_read_as_english() -> None:
+    from skelkit.cli_options import plural
+
+    assert [plural(1, "epoch"), plural(2, "epoch"), plural(0, "epoch")] == \
+        ["1 epoch", "2 epochs", "0 epochs"]
+    assert [plural(1, "class"), plural(4, "class")] == ["1 class", "4 classes"]
+
+
+def _info(per_class: tuple[int, int], reasons: dict[str, int]) -> dict[str, object]:
+    return {"path": "s.zarr", "complete": True, "dataset": "ntu60", "format": "skelstore",
+            "version": 1, "created_by": "skelkit", "layout": {"name": "ntu25", "num_joints": 25},
+            "max_bodies": 2, "frames": 50, "num_samples": 96, "classes_present": 4,
+            "classes_label_space": 60,
+            "samples_per_class": {"min": per_class[0], "max": per_class[1]}, "splits": {},
+            "modalities": {}, "raw": {"shape": [9, 3, 25, 2]}, "size_on_disk_bytes": 1e6,
+            "report": {"samples_written": 96, "samples_skipped": sum(reasons.values()),
+                       "skipped_by_reason": reasons, "seconds": 1.0, "scheduler": "local"}}
+
+
+def test_info_text_no_empty_braces_nor_equal_range() -> None:
+    from skelkit.prep.info import format_info
+
+    text = format_info(_info((24, 24), {}))
+    assert "samples    96 in 4 of 60 classes (24 per class)" in text
+    assert "build      96 written, 0 skipped, 1.0 s, local" in text and "{}" not in text
+    text = format_info(_info((20, 24), {"duplicate": 2, "error": 1}))
+    assert "(20-24 per class)" in text and "3 skipped (duplicate 2, error 1)," in text
+
+
+def test_info_json_counts_present_and_label_space_apart(walk_store: Path) -> None:
+    """A store holding some of a dataset's classes: both counts, each named. The random-walk
+    store's dataset has no known label space: it is the largest label + 1, and says so."""
+    from skelkit.prep.info import LABEL_SPACE, label_space, store_info
+    from skelkit.synth.plan import SPECS
+
+    info = store_info(walk_store)
+    assert "num_classes" not in info
+    assert info["classes_present"] == 2
+    assert (info["classes_label_space"], info["classes_label_space_from"]) == \
+        (2, "largest label + 1")
+    import numpy as np
+
+    assert label_space("ntu60", np.array([0, 57])) == (60, "dataset")
+    for name, spec in SPECS.items():  # the generator's numbers of actions agree
+        assert LABEL_SPACE[name] == spec.num_actions
+
+
+def test_report_csv_std_empty_for_one_repeat() -> None:
+    from skelkit.eval.report import KINDS, ReportRow, csv_table
+
+    one = ReportRow("cmd", "joint", "ntu60", "xsub", "1", ("0",),
+                    {kind: [0.5] for kind in KINDS})
+    two = ReportRow("cmd", "joint", "ntu60", "xsub", "1", ("0", "1"),
+                    {kind: [0.5, 0.7] for kind in KINDS})
+    header, row_one, row_two = [line.split(",") for line in csv_table([one, two]).splitlines()]
+    std = header.index(f"{KINDS[0]}_top1_std")
+    assert row_one[std] == "" and row_one[std - 1] == "50.00"
+    assert row_two[std] == "14.14"
+
+
+def test_one_epoch_curve_gets_a_unit_x_axis(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import skelkit.eval.plots as plots
+
+    (tmp_path / "metrics.csv").write_text("epoch,lr,loss,knn_top1\n1,0.1,5.0,0.4\n",
+                                          encoding="utf-8")
+    saved = []
+    monkeypatch.setattr(plots, "_save", lambda fig, out: saved.append(fig))
+    plots.plot_curves(tmp_path, tmp_path / "c.png")
+    for ax in saved[0].axes:
+        assert ax.get_xlim() == pytest.approx((0.5, 1.5)), ax.get_title()

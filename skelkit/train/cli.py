@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from skelkit.cli_options import DEVICE, version_option
+from skelkit.cli_options import DEVICE, plural, version_option
 from skelkit.errors import (
     CONTEXT_SETTINGS,
     EXIT_INTERRUPTED,
@@ -104,8 +104,8 @@ def _stage_two_warnings(cfg: Any) -> list[str]:
     lines = []
     start = getattr(cfg.model, "cross_view_epoch", None)
     if start is not None and 0 < cfg.engine.epochs <= start:
-        lines.append(f"{cfg.engine.epochs} epochs end before model.cross_view_epoch {start}: "
-                     f"stage two (cross-view mining) is never reached; use --epochs above {start}"
+        lines.append(f"the run ends after {plural(cfg.engine.epochs, 'epoch')}, before "
+                     f"model.cross_view_epoch {start}: stage two (cross-view mining) is never reached; use --epochs above {start}"
                      f" or --set model.cross_view_epoch=N")
     teacher = getattr(cfg.model, "teacher", None)
     if teacher:
@@ -119,7 +119,7 @@ def _stage_two_warnings(cfg: Any) -> list[str]:
         except (CheckpointError, InputError, KeyError, TypeError, ValueError):
             return lines  # the teacher's own check (load_teacher) names what is wrong with it
         if teacher_start is not None and trained <= int(teacher_start):
-            lines.append(f"--teacher {teacher}: trained {trained} epochs, never reaching its "
+            lines.append(f"--teacher {teacher}: trained {plural(trained, 'epoch')}, never reaching its "
                          f"stage two (model.cross_view_epoch {teacher_start}); the student "
                          "distils stage-one encoders")
     return lines
@@ -215,7 +215,7 @@ def run_command(method: str, store: str | None, protocol: str | None, config: st
             click.echo(f"\nskeltrain run: {exc.describe()}", err=True)
         sys.exit(EXIT_INTERRUPTED)
     if int(os.environ.get("RANK", "0")) == 0:
-        click.echo(f"run {result.run_dir}: {result.epochs} epochs, checkpoint {result.last_checkpoint}")
+        click.echo(f"run {result.run_dir}: {plural(result.epochs, 'epoch')}, checkpoint {result.last_checkpoint}")
 
 
 # Listed in the help from the packaged configs (no torch): a new method shows up by itself.
