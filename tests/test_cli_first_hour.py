@@ -398,3 +398,34 @@ def test_one_epoch_curve_gets_a_unit_x_axis(tmp_path: Path,
     plots.plot_curves(tmp_path, tmp_path / "c.png")
     for ax in saved[0].axes:
         assert ax.get_xlim() == pytest.approx((0.5, 1.5)), ax.get_title()
+
+
+# --- item 8: cmd --config tiny on a Kinect v1 (20-joint) store --------------------------------
+
+@pytest.mark.parametrize("method", ["cmd", "i2md"])
+def test_tiny_bone_tree_follows_a_non_ntu_layout(method: str) -> None:
+    from skelkit.store.layout import KINECT20, NTU25
+    from skelkit.train.methods.cmd import cmd_bone_parents
+    from skelkit.train.runs import method_class
+
+    cfg = _resolved(method)
+    assert cfg.model.bone_tree == "auto"
+    cls = method_class(method)
+    on_kinect = cls(cfg.model, KINECT20)
+    assert on_kinect.bone_parents == KINECT20.parents
+    on_ntu = cls(cfg.model, NTU25)  # the published tree where it exists
+    assert on_ntu.bone_parents == cmd_bone_parents(NTU25) != NTU25.parents
+    with pytest.raises(ValueError, match="bone_tree 'cmd' is CMD's NTU-25 tree"):
+        cls(_resolved(method, "model.bone_tree=cmd").model, KINECT20)
+
+
+def test_cmd_tiny_runs_on_a_kinect20_store(tmp_path: Path) -> None:
+    from skelkit.store.layout import KINECT20
+    from skelkit.train.data import write_random_walk_store
+
+    store = write_random_walk_store(tmp_path / "k20.zarr", classes=2, per_class=8,
+                                    layout=KINECT20, modalities=("joint", "motion", "bone"))
+    args = _train_args(store, tmp_path / "run", "--epochs", "0")
+    args[1] = "cmd"
+    code, out = invoke("skeltrain", *args)
+    assert code == 0 and "run " in out, out
