@@ -253,6 +253,13 @@ def test_ctrl_c_says_what_is_saved_and_how_to_resume(walk_store: Path, tmp_path:
     assert code == 130, out
     assert f"skeltrain run: {expected}" in out.splitlines(), out
     assert expected in (run / "train.log").read_text(encoding="utf-8")
+    # Item 5: epoch 1's line stayed in the terminal, with the loss metrics.csv holds.
+    import csv
+
+    [row] = list(csv.DictReader((run / "metrics.csv").open(encoding="utf-8")))
+    summary = [line for line in out.splitlines() if line.startswith("epoch 1/2: ")]
+    assert summary == [f"epoch 1/2: loss {float(row['loss']):.4f} (epoch mean), "
+                       f"{float(row['seconds']):.1f} s"], out
 
     monkeypatch.setattr(engine, "_train_epoch", real_epoch)
     code, out = invoke("skeltrain", "run", "skeletonclr", "--resume", str(run), "--no-progress",
@@ -429,3 +436,28 @@ def test_cmd_tiny_runs_on_a_kinect20_store(tmp_path: Path) -> None:
     args[1] = "cmd"
     code, out = invoke("skeltrain", *args)
     assert code == 0 and "run " in out, out
+
+
+# --- item 5: progress ----------------------------------------------------------------------------
+
+def test_loss_shown_is_the_running_mean() -> None:
+    """The bar's loss is the mean over the epoch's steps so far: it starts at the first step's
+    loss, not near 0 (a sum divided by the epoch's length would climb from there)."""
+    import torch
+
+    from skelkit.train.steplog import StepLog
+
+    log = StepLog(torch.device("cpu"))
+    log.add(torch.tensor(6.0), {})
+    assert log.read().means["loss"] == pytest.approx(6.0)
+    log.add(torch.tensor(4.0), {})
+    assert log.read().means["loss"] == pytest.approx(5.0)
+
+
+def test_epoch_summary_line() -> None:
+    from skelkit.train.engine import epoch_summary
+
+    row = {"epoch": 5, "loss": 4.25, "knn_top1": 0.4166, "seconds": 3.21}
+    assert epoch_summary(row, 25) == "epoch 5/25: loss 4.2500 (epoch mean), knn top-1 41.7 %, 3.2 s"
+    assert epoch_summary({**row, "knn_top1": None}, 25) == \
+        "epoch 5/25: loss 4.2500 (epoch mean), 3.2 s"

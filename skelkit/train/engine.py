@@ -359,6 +359,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
                 LOG.info("epoch %d/%d %s", epoch + 1, cfg.engine.epochs,
                          " ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
                                   for k, v in row.items() if k != "epoch"))
+                # The terminal keeps one line per epoch (the epoch's bar goes away).
+                tqdm.write(epoch_summary(row, cfg.engine.epochs), file=sys.stderr)
     except NonFiniteLossError as exc:
         if ctx.is_main:
             LOG.error("%s", exc)
@@ -449,6 +451,16 @@ def _checked(reading: LogReading, epoch: int, last_path: Path) -> LogReading:
             f"loss is {value} at epoch {epoch + 1} {where}; "
             f"run stopped, last good checkpoint kept: {last_path}")
     return reading
+
+
+def epoch_summary(row: dict[str, Any], epochs: int) -> str:
+    """``epoch 3/25: loss 5.1234 (epoch mean), knn top-1 41.7 %, 4.2 s``: the terminal's line per
+    epoch (train.log and metrics.csv hold every term)."""
+    parts = [f"loss {row['loss']:.4f} (epoch mean)"]
+    if row.get("knn_top1") is not None:
+        parts.append(f"knn top-1 {100 * row['knn_top1']:.1f} %")
+    parts.append(f"{row['seconds']:.1f} s")
+    return f"epoch {row['epoch']}/{epochs}: " + ", ".join(parts)
 
 
 def _format(means: dict[str, float]) -> str:
