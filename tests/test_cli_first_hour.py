@@ -461,3 +461,21 @@ def test_epoch_summary_line() -> None:
     assert epoch_summary(row, 25) == "epoch 5/25: loss 4.2500 (epoch mean), knn top-1 41.7 %, 3.2 s"
     assert epoch_summary({**row, "knn_top1": None}, 25) == \
         "epoch 5/25: loss 4.2500 (epoch mean), 3.2 s"
+
+
+def test_build_says_when_the_kernels_compile(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty numba cache: a line before the bar sits still; a filled one: no line. (The
+    build then stops on the missing raw folder, which keeps the test from building.)"""
+    cache = tmp_path / "numba-cache"
+    cache.mkdir()
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(cache))
+    args = ["build", "--dataset", "ntu60", "--raw", str(tmp_path / "raw"), "--out",
+            str(tmp_path / "s.zarr"), "--workers", "1"]
+    code, out = invoke("skelprep", *args)
+    assert out.splitlines()[0].startswith("skelprep build: compiling the numba kernels on first "
+                                          "use"), out
+    (cache / "kernels_0").mkdir()
+    (cache / "kernels_0" / "normalize._body_empty-27.py311.nbi").write_bytes(b"")
+    code, out = invoke("skelprep", *args)
+    assert "compiling" not in out and code == 2, out

@@ -54,6 +54,24 @@ def _check_build_out(out: Path, resume: bool, overwrite: bool) -> None:
         raise InputError(f"--out {out}: an empty folder; --overwrite builds into it")
 
 
+def kernels_cached() -> bool:
+    """Whether numba's on-disk cache holds the build's kernels (``cache=True``): numba's own
+    places, NUMBA_CACHE_DIR when set, else ``__pycache__`` beside the kernels or, when that is
+    not writable, the user's cache folder. Looked up without importing numba (a second)."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("skelkit.prep.kernels")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    kernels = Path(next(iter(spec.submodule_search_locations)))
+    configured = os.environ.get("NUMBA_CACHE_DIR")
+    roots = ([Path(configured)] if configured
+             else [kernels / "__pycache__", Path.home() / ".cache" / "numba"])
+    # normalize.py's kernels run in every dataset's build.
+    return any(any(root.rglob("normalize.*.nbi")) for root in roots if root.is_dir())
+
+
 def _dataset_option(f):
     return click.option("--dataset", required=True, metavar=DATASET_HELP,
                         help="Which dataset (its raw format, protocols and missing list).")(f)
@@ -144,6 +162,10 @@ def build(dataset: str, raw: Path, out: Path, frames: int, workers: int | None,
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite exclude each other")
     _check_build_out(out, resume, overwrite)
+    if not kernels_cached():
+        # Otherwise the bar sits at 0 for the minute numba takes to compile, without a word.
+        click.echo("skelprep build: compiling the numba kernels on first use (about a minute "
+                   "on 2 cores; cached for later builds)", err=True)
     from skelkit.prep.builder.pipeline import BuildOptions, build_store
     from skelkit.prep.report import format_report
 
