@@ -69,6 +69,22 @@ def test_device_cuda_index_accepted_by_both(prog: str, args: list[str]) -> None:
     assert code == 2 and "Invalid value for '--device'" in out and len(out.splitlines()) == 1
 
 
+@pytest.mark.parametrize("prog, args", [
+    ("skelprep", ["verify", "{folder}"]),
+    ("skelprep", ["info", "{folder}"]),
+    ("skelprep", ["build", "--dataset", "ntu90", "--raw", "{folder}", "--out", "{folder}/s"]),
+    ("skeltrain", ["run", "nosuch"]),
+    ("skeltrain", ["embed", "--run", "{folder}", "--out", "x.h5"]),
+    ("skeleval", ["knn", "--emb", "{folder}/missing.h5"]),
+])
+def test_one_error_prefix_and_exit_2(tmp_path: Path, prog: str, args: list[str]) -> None:
+    """Already so on main (the renovation): `<prog> <command>: error: ...`, one line, exit 2,
+    verify on a folder that is not a store included."""
+    code, out = invoke(prog, *[a.format(folder=tmp_path) for a in args])
+    assert code == 2 and len(out.splitlines()) == 1, out
+    assert out.startswith(f"{prog} {args[0]}: error: "), out
+
+
 def test_needs_a_teacher_names_the_option(tmp_path: Path) -> None:
     from skelkit.train.methods.ikem_student import IKEMStudentConfig
 
