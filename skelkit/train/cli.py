@@ -147,7 +147,8 @@ def _stage_two_warnings(cfg: Any) -> list[str]:
               help="Random seed.  [default: the config's engine.seed]")
 @click.option("--workers", type=int, default=None,
               help="DataLoader workers.  [default: the config's data.num_workers]")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--no-progress", is_flag=True,
+              help="No progress bars nor per-epoch lines (train.log keeps the epochs).")
 @click.option("--teacher", type=click.Path(path_type=Path), default=None,
               help="ikem-student: the six-modality IKEM run directory to distil from.")
 def run_command(method: str, store: str | None, protocol: str | None, config: str | None,

@@ -359,6 +359,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
                 LOG.info("epoch %d/%d %s", epoch + 1, cfg.engine.epochs,
                          " ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
                                   for k, v in row.items() if k != "epoch"))
+            if ctx.is_main and progress:
                 # The terminal keeps one line per epoch (the epoch's bar goes away).
                 tqdm.write(epoch_summary(row, cfg.engine.epochs), file=sys.stderr)
     except NonFiniteLossError as exc:
