@@ -14,7 +14,7 @@ NUISANCE=${SKELKIT_DEMO_NUISANCE:-real}
 mkdir -p "$OUT"
 START=$SECONDS
 set -x
-skelprep synth --dataset ntu60 --out "$OUT/raw" --seed 0 --nuisance "$NUISANCE"
+skelprep synth --dataset ntu60 --out "$OUT/raw" --seed 0 --nuisance "$NUISANCE" --overwrite
 skelprep build --dataset ntu60 --raw "$OUT/raw" --out "$OUT/ntu60.zarr" --overwrite
 skelprep info "$OUT/ntu60.zarr"
 skelprep verify "$OUT/ntu60.zarr"

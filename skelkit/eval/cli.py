@@ -15,10 +15,12 @@ from typing import Any
 
 import click
 
+from skelkit.cli_options import DEVICE, version_option
 from skelkit.errors import CONTEXT_SETTINGS, InputError, SkelkitGroup
 
 
 @click.group(cls=SkelkitGroup, name="skeleval", context_settings=CONTEXT_SETTINGS)
+@version_option("skeleval")
 def main() -> None:
     """Evaluate frozen skeleton representations (docs/design.md §5.10)."""
 
@@ -124,7 +126,7 @@ _emb_option = click.option(
     help="Embedding file (HDF5, groups train and test; written by `skeltrain embed`).",
 )
 _device_option = click.option(
-    "--device", default="auto", show_default=True, help="torch device: auto, cpu, cuda, cuda:1..."
+    "--device", type=DEVICE, default="auto", show_default=True, help="torch device."
 )
 _record_option = click.option(
     "--record/--no-record", default=True, show_default=True,
@@ -372,10 +374,25 @@ def finetune(run_dir: Path, store: Path, protocol: str, modality: str, checkpoin
             click.echo(f"skeleval: recorded in {target}", err=True)
 
 
+# Formats matplotlib's Agg/vector backends write (a test keeps this within matplotlib's list);
+# checked before any work, without importing matplotlib.
+FIGURE_FORMATS = ("png", "pdf", "svg", "svgz", "jpg", "jpeg", "eps", "ps", "tif", "tiff", "webp")
+
+
+def _check_figure_out(out: Path) -> None:
+    """The figure's format comes from ``--out``'s extension: an unknown one fails here, in one
+    line, not in matplotlib after the t-SNE has run."""
+    extension = out.suffix.lower().lstrip(".")
+    if extension not in FIGURE_FORMATS:
+        got = f"extension .{extension}" if extension else "no extension"
+        raise InputError(f"--out {out}: {got}; use one of "
+                         f"{', '.join('.' + f for f in FIGURE_FORMATS)}")
+
+
 @main.command()
 @_emb_option
 @click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
-              help="PNG file to write.")
+              help="Figure to write; the format follows the extension (.png, .pdf, .svg...).")
 @click.option("--group", default="test", show_default=True, help="train or test.")
 @click.option("--max-points", default=2000, show_default=True, type=click.IntRange(min=5),
               help="Seeded random subsample size (exact t-SNE is O(N^2)).")
@@ -386,6 +403,7 @@ def finetune(run_dir: Path, store: Path, protocol: str, modality: str, checkpoin
 def tsne(emb: Path, out: Path, group: str, max_points: int, perplexity: float,
          iterations: int, seed: int) -> None:
     """Write a t-SNE map of one embedding group, coloured by label."""
+    _check_figure_out(out)
     from skelkit.eval.errors import load_embedding_split
     from skelkit.eval.plots import plot_tsne
 
@@ -410,9 +428,11 @@ def tsne(emb: Path, out: Path, group: str, max_points: int, perplexity: float,
 @main.command()
 @click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path),
               help="Run directory holding metrics.csv.")
-@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Figure to write; the format follows the extension (.png, .pdf, .svg...).")
 def curves(run_dir: Path, out: Path) -> None:
-    """Plot a run's training curves (metrics.csv) to a PNG."""
+    """Plot a run's training curves (metrics.csv) to a figure (PNG, PDF, SVG...)."""
+    _check_figure_out(out)
     from skelkit.eval.plots import plot_curves
 
     panels = plot_curves(run_dir, out, title=run_dir.resolve().name)

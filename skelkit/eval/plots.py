@@ -162,9 +162,11 @@ def plot_curves(run_dir: str | Path, out: str | Path, *, title: str = "") -> lis
         ax.set_xlabel("epoch" if per_epoch else x_label)
         if per_epoch or x_label == "epoch":
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if per_epoch:
-            # Same epoch range as the run, even when the monitor ran on few epochs.
-            low, high = float(frame["epoch"].min()), float(frame["epoch"].max())
+        # Per-epoch panels span the run's epochs even when the monitor ran on few; a single
+        # step or epoch gets a whole unit around it, not matplotlib's +-5 % (0.95-1.05).
+        x_values = frame["epoch"] if per_epoch else x_step
+        low, high = float(x_values.min()), float(x_values.max())
+        if per_epoch or high == low:
             pad = 0.05 * (high - low) if high > low else 0.5
             ax.set_xlim(low - pad, high + pad)
         ax.set_ylabel("top-1 (%)" if per_epoch else panel_title)

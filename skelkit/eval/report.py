@@ -257,7 +257,8 @@ def csv_table(rows: Iterable[ReportRow]) -> str:
         for kind in KINDS:
             values = row.scores[kind]
             mean, std = mean_std(values)
-            cells += [_percent(mean), _percent(std), len(values)]
+            # One repeat has no spread to report: an empty cell, not a measured 0.00.
+            cells += [_percent(mean), _percent(std) if len(values) > 1 else "", len(values)]
         writer.writerow(cells)
     return buffer.getvalue()
 

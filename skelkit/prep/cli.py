@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from skelkit import __version__
+from skelkit.cli_options import version_option
 from skelkit.errors import CONTEXT_SETTINGS, EXIT_INTERNAL, InputError, SkelkitGroup
 from skelkit.store.schema import FIXED_FRAMES
 
@@ -21,6 +21,11 @@ from skelkit.store.schema import FIXED_FRAMES
 # body, so -h and usage errors answer at once. The registry holds the names; a test keeps this
 # help text equal to it (tests/unit/prep/test_cli.py).
 DATASET_HELP = "ntu60|ntu120|pku2|utd-mhad|generic"
+SYNTH_DATASETS = ("ntu60", "ntu120", "pku2")
+"""What `skelprep synth` generates (skelkit.synth.plan.SPECS; a test keeps the two equal)."""
+SYNTH_SUFFIXES = (".skeleton", ".txt")
+"""The files synth writes (NTU ``.skeleton``; PKU ``skeleton/``, ``label/`` and split ``.txt``):
+--overwrite empties a folder holding only such files, nothing else."""
 EXIT_VERIFY_FAILED = EXIT_INTERNAL
 """A store that fails verification: exit 1, one line per problem (documented in --help)."""
 
@@ -32,19 +37,76 @@ def _existing_store(store: Path) -> Path:
     return store
 
 
+def _check_build_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """An existing ``--out`` that is not a store (no ``zarr.json``) is never resumed or replaced:
+    say so with advice that works, before the build starts (the builder would refuse too, but
+    its advice names --resume and --overwrite, which both refuse such a folder)."""
+    if not out.exists() or (out / "zarr.json").is_file():
+        return
+    if not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a folder; pick another --out")
+    if any(out.iterdir()):
+        raise InputError(f"--out {out}: an existing folder that is not a skelkit store; "
+                         f"nothing was changed: pick a new --out (e.g. {out / 'store.zarr'})")
+    if resume:
+        raise InputError(f"--out {out}: an empty folder, no build to resume; drop --resume")
+    if not overwrite:
+        raise InputError(f"--out {out}: an empty folder; --overwrite builds into it")
+
+
+def kernels_cached() -> bool:
+    """Whether numba's on-disk cache holds the build's kernels (``cache=True``): numba's own
+    places, NUMBA_CACHE_DIR when set, else ``__pycache__`` beside the kernels or, when that is
+    not writable, the user's cache folder. Looked up without importing numba (a second)."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("skelkit.prep.kernels")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    kernels = Path(next(iter(spec.submodule_search_locations)))
+    configured = os.environ.get("NUMBA_CACHE_DIR")
+    roots = ([Path(configured)] if configured
+             else [kernels / "__pycache__", Path.home() / ".cache" / "numba"])
+    # normalize.py's kernels run in every dataset's build.
+    return any(any(root.rglob("normalize.*.nbi")) for root in roots if root.is_dir())
+
+
 def _dataset_option(f):
     return click.option("--dataset", required=True, metavar=DATASET_HELP,
                         help="Which dataset (its raw format, protocols and missing list).")(f)
 
 
 @click.group(cls=SkelkitGroup, name="skelprep", context_settings=CONTEXT_SETTINGS)
-@click.version_option(version=__version__, prog_name="skelprep")
+@version_option("skelprep")
 def main() -> None:
     """Raw NTU RGB+D 60/120, PKU-MMD II, UTD-MHAD or generic skeletons into a Zarr feature store."""
 
 
+def _prepare_synth_out(out: Path, overwrite: bool) -> None:
+    """A non-empty ``--out`` would mix old and new files: refused, or with ``--overwrite``
+    emptied first when all it holds is raw files synth could have written."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise InputError(f"--out {out}: not empty (synth would mix old and new files); pick an "
+                         "empty folder or pass --overwrite")
+    files = [p for p in out.rglob("*") if not p.is_dir()]
+    foreign = [p for p in files if p.suffix not in SYNTH_SUFFIXES]
+    if foreign:
+        raise InputError(f"--out {out}: holds {foreign[0].relative_to(out)} (and "
+                         f"{len(foreign) - 1} more) that synth does not write; refusing to "
+                         "empty it")
+    import shutil
+
+    shutil.rmtree(out)
+
+
 @main.command()
-@_dataset_option
+@click.option("--dataset", required=True, type=click.Choice(SYNTH_DATASETS),
+              help="Which dataset's raw format, protocols and missing list.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder to write.")
 @click.option("--classes", type=int, default=None, help="Number of action classes.")
 @click.option("--performers", type=int, default=None, help="Number of performers.")
@@ -53,9 +115,13 @@ def main() -> None:
               help="real: the nuisance of genuine recordings (camera tilt and roll, body sizes, "
                    "timing, sensor noise, dropped joints; skelkit/synth/nuisance.py); "
                    "none: the earlier, milder generator, bit for bit.")
+@click.option("--overwrite", is_flag=True,
+              help="Empty a non-empty --out first (only when it holds nothing but the raw files "
+                   "synth writes).")
 def synth(dataset: str, out: Path, classes: int | None, performers: int | None, seed: int,
-          nuisance: str) -> None:
+          nuisance: str, overwrite: bool) -> None:
     """Write a small synthetic dataset in the genuine raw format."""
+    _prepare_synth_out(out, overwrite)
     from skelkit.synth.dataset import synth_dataset
 
     try:
@@ -95,6 +161,11 @@ def build(dataset: str, raw: Path, out: Path, frames: int, workers: int | None,
     """Build a store from raw files (parallel on dask, resumable)."""
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite exclude each other")
+    _check_build_out(out, resume, overwrite)
+    if not kernels_cached():
+        # Otherwise the bar sits at 0 for the minute numba takes to compile, without a word.
+        click.echo("skelprep build: compiling the numba kernels on first use (about a minute "
+                   "on 2 cores; cached for later builds)", err=True)
     from skelkit.prep.builder.pipeline import BuildOptions, build_store
     from skelkit.prep.report import format_report
 

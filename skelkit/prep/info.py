@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from skelkit.cli_options import plural
 from skelkit.store.reader import open_store
 from skelkit.store.schema import SPLIT_SIDES
 
@@ -23,6 +24,18 @@ def size_on_disk(path: Path) -> int:
     return total
 
 
+LABEL_SPACE = {"ntu60": 60, "ntu120": 120, "pku2": 51, "utd-mhad": 27}
+"""Actions each dataset defines (its papers); a store may hold fewer (a subset, a synth set)."""
+
+
+def label_space(dataset: str, labels: np.ndarray) -> tuple[int, str]:
+    """The dataset's number of actions and where it comes from; for a dataset of unknown label
+    space (generic), the largest 0-based label + 1."""
+    if dataset in LABEL_SPACE:
+        return LABEL_SPACE[dataset], "dataset"
+    return (int(labels.max()) + 1 if len(labels) else 0), "largest label + 1"
+
+
 def store_info(path: str | Path) -> dict[str, Any]:
     """Dataset, layout, samples per split and protocol, classes, modalities, size and report."""
     store = open_store(path, require_complete=False)
@@ -36,6 +49,7 @@ def store_info(path: str | Path) -> dict[str, Any]:
     modalities = {m: list(store.fixed(m).shape) for m in store.modalities}
     raw = store.group["raw/joint"]
     layout = store.layout
+    space, space_from = label_space(store.dataset, labels)
     return {
         "path": str(Path(path).resolve()),
         "complete": store.complete,
@@ -47,8 +61,9 @@ def store_info(path: str | Path) -> dict[str, Any]:
         "num_samples": n,
         "frames": store.frames,
         "max_bodies": store.max_bodies,
-        "num_classes": int(labels.max()) + 1 if n else 0,  # label space (0-based ids may have gaps)
         "classes_present": len(classes),
+        "classes_label_space": space,
+        "classes_label_space_from": space_from,
         "samples_per_class": {"min": int(per_class.min()) if n else 0,
                               "max": int(per_class.max()) if n else 0},
         "splits": splits,
@@ -69,8 +84,8 @@ def format_info(info: dict[str, Any]) -> str:
         f"{info['created_by']})",
         f"layout     {info['layout']['name']} ({info['layout']['num_joints']} joints), "
         f"{info['max_bodies']} bodies, {info['frames']} fixed frames",
-        f"samples    {info['num_samples']} in {info['classes_present']} classes "
-        f"({info['samples_per_class']['min']}-{info['samples_per_class']['max']} per class)",
+        f"samples    {info['num_samples']} in {info['classes_present']} of "
+        f"{plural(info['classes_label_space'], 'class')} ({_per_class(info)} per class)",
     ]
     for protocol, sides in info["splits"].items():
         lines.append(f"split      {protocol}: {sides['train']} train, {sides['test']} test")
@@ -80,9 +95,15 @@ def format_info(info: dict[str, Any]) -> str:
     lines.append(f"size       {info['size_on_disk_bytes'] / 1e6:.1f} MB on disk")
     report = info.get("report") or {}
     if report:
-        lines.append(
-            f"build      {report.get('samples_written')} written, "
-            f"{report.get('samples_skipped')} skipped {report.get('skipped_by_reason')}, "
-            f"{report.get('seconds')} s, {report.get('scheduler')}"
-        )
+        reasons = report.get("skipped_by_reason") or {}
+        skipped = f"{report.get('samples_skipped')} skipped"
+        if reasons:
+            skipped += " (" + ", ".join(f"{k} {v}" for k, v in reasons.items()) + ")"
+        lines.append(f"build      {report.get('samples_written')} written, {skipped}, "
+                     f"{report.get('seconds')} s, {report.get('scheduler')}")
     return "\n".join(lines)
+
+
+def _per_class(info: dict[str, Any]) -> str:
+    low, high = info["samples_per_class"]["min"], info["samples_per_class"]["max"]
+    return f"{low}" if low == high else f"{low}-{high}"

@@ -10,6 +10,7 @@ and ``skeltrain --help`` and usage errors must answer at once.
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import time
@@ -18,7 +19,14 @@ from typing import Any
 
 import click
 
-from skelkit.errors import CONTEXT_SETTINGS, SkelkitGroup, one_line
+from skelkit.cli_options import DEVICE, plural, version_option
+from skelkit.errors import (
+    CONTEXT_SETTINGS,
+    EXIT_INTERRUPTED,
+    InputError,
+    SkelkitGroup,
+    one_line,
+)
 from skelkit.train.config import ConfigError, packaged_configs, resolve_run_config
 
 EXIT_NONFINITE = 3
@@ -52,12 +60,28 @@ def _check_method(method: str) -> None:
         raise ConfigError(f"unknown method {method!r}; known: {', '.join(known_methods())}")
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _check_embed_out(out: Path) -> None:
+    """``--out`` may replace an embedding file, never anything else (notes, a store, a folder):
+    this first look needs no h5py; ``export_embeddings`` then checks an HDF5 file's groups."""
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: a directory; name an .h5 file")
+    if out.exists():
+        with out.open("rb") as f:
+            if f.read(len(HDF5_SIGNATURE)) != HDF5_SIGNATURE:
+                raise ConfigError(f"--out {out}: exists and is not an HDF5 embedding file; "
+                                  "refusing to replace it (move it or pick another --out)")
+
+
 def _check_store_path(store: str | Path) -> None:
     if not Path(store).exists():
         raise ConfigError(f"{store}: no such store")
 
 
 @click.group(cls=SkelkitGroup, name="skeltrain", context_settings=CONTEXT_SETTINGS)
+@version_option("skeltrain")
 def main() -> None:
     """Self-supervised pre-training on a skelkit store."""
 
@@ -73,6 +97,34 @@ def _switch_tables(method: str | None = None) -> str:
     return "\n\n".join(tables)
 
 
+def _stage_two_warnings(cfg: Any) -> list[str]:
+    """CrosSCLR and IKEM mine across views only from ``model.cross_view_epoch`` on: a run that
+    ends before it trains stage one alone, and an IKEM teacher that never reached stage two
+    hands its student per-modality encoders only. Both are legal, neither is what a user means."""
+    lines = []
+    start = getattr(cfg.model, "cross_view_epoch", None)
+    if start is not None and 0 < cfg.engine.epochs <= start:
+        lines.append(f"the run ends after {plural(cfg.engine.epochs, 'epoch')}, before "
+                     f"model.cross_view_epoch {start}: stage two (cross-view mining) is never reached; use --epochs above {start}"
+                     f" or --set model.cross_view_epoch=N")
+    teacher = getattr(cfg.model, "teacher", None)
+    if teacher:
+        from skelkit.store.rundir import RunDir
+        from skelkit.train.checkpoint import CheckpointError, load_checkpoint
+
+        rundir = RunDir(teacher)
+        try:
+            trained = int(load_checkpoint(rundir.last_checkpoint)["epoch"])
+            teacher_start = (rundir.read_config().get("model") or {}).get("cross_view_epoch")
+        except (CheckpointError, InputError, KeyError, TypeError, ValueError):
+            return lines  # the teacher's own check (load_teacher) names what is wrong with it
+        if teacher_start is not None and trained <= int(teacher_start):
+            lines.append(f"--teacher {teacher}: trained {plural(trained, 'epoch')}, never reaching its "
+                         f"stage two (model.cross_view_epoch {teacher_start}); the student "
+                         "distils stage-one encoders")
+    return lines
+
+
 @main.command("run")
 @click.argument("method")
 @click.option("--store", type=str, default=None, help="Store (.zarr) to train on.")
@@ -81,15 +133,22 @@ def _switch_tables(method: str | None = None) -> str:
               help="Packaged name (cmd/ntu60, tiny) or a YAML file (a run's config.yaml repeats it).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set optim.lr=0.05 (YAML-typed).")
-@click.option("--epochs", type=int, default=None)
-@click.option("--batch-size", type=int, default=None)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
-@click.option("--run-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--epochs", type=int, default=None,
+              help="Epochs.  [default: the config's engine.epochs]")
+@click.option("--batch-size", type=int, default=None,
+              help="Batch size.  [default: the config's engine.batch_size]")
+@click.option("--device", type=DEVICE, default=None,
+              help="torch device.  [default: the config's engine.device, auto]")
+@click.option("--run-dir", type=click.Path(path_type=Path), default=None,
+              help="Run directory to write.  [default: runs/METHOD-TIMESTAMP]")
 @click.option("--resume", type=click.Path(path_type=Path), default=None,
               help="Continue the run in this directory from its last checkpoint.")
-@click.option("--seed", type=int, default=None)
-@click.option("--workers", type=int, default=None, help="DataLoader workers (data.num_workers).")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--seed", type=int, default=None,
+              help="Random seed.  [default: the config's engine.seed]")
+@click.option("--workers", type=int, default=None,
+              help="DataLoader workers.  [default: the config's data.num_workers]")
+@click.option("--no-progress", is_flag=True,
+              help="No progress bars nor per-epoch lines (train.log keeps the epochs).")
 @click.option("--teacher", type=click.Path(path_type=Path), default=None,
               help="ikem-student: the six-modality IKEM run directory to distil from.")
 def run_command(method: str, store: str | None, protocol: str | None, config: str | None,
@@ -137,10 +196,13 @@ def run_command(method: str, store: str | None, protocol: str | None, config: st
 
     # torch from here on.
     from skelkit.train.distributed import shutdown_distributed
-    from skelkit.train.engine import NonFiniteLossError, train
+    from skelkit.train.engine import NonFiniteLossError, TrainInterrupted, train
     from skelkit.train.runs import method_class
 
     cfg = resolve_run_config(method, method_class(method), config, list(overrides), cli_values)
+    if int(os.environ.get("RANK", "0")) == 0:
+        for line in _stage_two_warnings(cfg):
+            click.echo(f"skeltrain run: warning: {line}", err=True)
     try:
         try:
             result = train(cfg, run_dir, resume=resume is not None, progress=not no_progress)
@@ -149,8 +211,16 @@ def run_command(method: str, store: str | None, protocol: str | None, config: st
     except NonFiniteLossError as exc:
         click.echo(f"skeltrain run: error: {one_line(exc)}", err=True)
         sys.exit(EXIT_NONFINITE)
+    except TrainInterrupted as exc:
+        if int(os.environ.get("RANK", "0")) == 0:
+            click.echo(f"\nskeltrain run: {exc.describe()}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     if int(os.environ.get("RANK", "0")) == 0:
-        click.echo(f"run {result.run_dir}: {result.epochs} epochs, checkpoint {result.last_checkpoint}")
+        click.echo(f"run {result.run_dir}: {plural(result.epochs, 'epoch')}, checkpoint {result.last_checkpoint}")
+
+
+# Listed in the help from the packaged configs (no torch): a new method shows up by itself.
+run_command.help = inspect.cleandoc(run_command.help or "") + "\n\nMETHOD: " + ", ".join(known_methods()) + "."
 
 
 @main.command("switches")
@@ -207,7 +277,7 @@ def import_command(fmt: str, checkpoint: Path, run_dir: Path, config: str | None
               show_default=True, help="With --modality all: average the streams (the papers' "
               "ensembles) or concatenate them.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output .h5 file.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--device", type=DEVICE, default="auto", show_default=True, help="torch device.")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--workers", type=int, default=None)
 @click.option("--store", type=str, default=None,
@@ -221,6 +291,7 @@ def embed_command(run_dir: Path, checkpoint: str | None, modality: str, combine:
     from skelkit.store.rundir import RunDir
 
     RunDir(run_dir).require()
+    _check_embed_out(out)
     if store is not None:
         _check_store_path(store)
     from skelkit.train.embed import export_embeddings

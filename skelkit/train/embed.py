@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from skelkit.store.embeddings import EmbeddingGroup, write_embeddings
+import h5py
+
+from skelkit.store.embeddings import GROUPS, EmbeddingGroup, write_embeddings
 from skelkit.store.reader import open_store
 from skelkit.store.rundir import file_sha256
 from skelkit.train.runs import (
@@ -19,6 +21,24 @@ from skelkit.train.runs import (
 )
 
 
+def refuse_foreign_out(out: str | Path) -> None:
+    """An existing ``out`` is replaced only when it is an embedding file (HDF5 with the groups
+    train and test): anything else is someone's data, and the work would end by destroying it."""
+    out = Path(out)
+    if not out.exists():
+        return
+    if out.is_dir():
+        raise TrainInputError(f"--out {out}: a directory; name an .h5 file")
+    try:
+        with h5py.File(out, "r") as f:
+            foreign = not all(group in f for group in GROUPS)
+    except OSError:
+        foreign = True
+    if foreign:
+        raise TrainInputError(f"--out {out}: exists and is not an embedding file (HDF5 with "
+                              "groups train, test); refusing to replace it")
+
+
 def export_embeddings(run_dir: str | Path, out: str | Path, *, checkpoint: str | Path | None = None,
                       modality: str = "joint", device: str = "auto", batch_size: int | None = None,
                       num_workers: int | None = None, progress: bool = True,
@@ -26,6 +46,7 @@ def export_embeddings(run_dir: str | Path, out: str | Path, *, checkpoint: str |
                       protocol: str | None = None) -> dict[str, Any]:
     """Encode the train and test sides of the run's protocol (or of ``store``/``protocol``,
     e.g. for an imported run) and write docs/design.md §4.4's HDF5."""
+    refuse_foreign_out(out)
     run = open_run(run_dir)
     cfg = run.config
     data = cfg.data

@@ -48,6 +48,27 @@ class NonFiniteLossError(Exception):
     """The loss became NaN/inf: the run stopped, the last good checkpoint is kept (exit 3)."""
 
 
+class TrainInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: which epoch was running and which one the last checkpoint holds
+    (a ``KeyboardInterrupt`` still, for callers that only know that)."""
+
+    def __init__(self, run_dir: Path, method: str, epoch: int | None, saved_epoch: int | None,
+                 last_path: Path) -> None:
+        super().__init__(run_dir)
+        self.run_dir, self.method, self.last_path = run_dir, method, last_path
+        self.epoch = epoch
+        """1-based epoch that was running (None: interrupted before the first one started)."""
+        self.saved_epoch = saved_epoch
+        """Completed epochs in ``last_path`` (None: nothing saved yet, nothing to resume)."""
+
+    def describe(self) -> str:
+        where = f"in epoch {self.epoch}" if self.epoch is not None else "before the first epoch"
+        if self.saved_epoch is None:
+            return f"interrupted {where}; nothing was saved in {self.run_dir}"
+        return (f"interrupted {where}; epoch {self.saved_epoch} is saved in {self.last_path}; "
+                f"continue with: skeltrain run {self.method} --resume {self.run_dir}")
+
+
 # --- learning-rate schedule -----------------------------------------------------------------------
 
 @dataclass
@@ -242,6 +263,9 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
         lock.acquire()
     files: RunFiles | None = None
     history: list[dict[str, Any]] = []
+    # What a Ctrl-C reports: the epoch running and the one the last checkpoint holds.
+    running: int | None = None
+    saved: int | None = start_epoch if resume else None
     try:
         files = RunFiles(rundir, enabled=ctx.is_main,
                          metric_columns=("knn_top1",) if cfg.engine.knn_every else ())
@@ -255,6 +279,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
                      start_epoch, cfg.engine.epochs)
 
         def save(epoch: int) -> Path:
+            nonlocal saved
             if ctx.is_main:
                 state = dict(method=cfg.method, epoch=epoch, model=method.state_dict(),
                              optimizer=optimizer.state_dict(),
@@ -268,6 +293,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
                 if epoch == 0 or (every and epoch % every == 0) or epoch == cfg.engine.epochs:
                     save_checkpoint(rundir.epoch_checkpoint(epoch), **state)
             barrier(ctx)
+            saved = epoch
             return last_path
 
         if start_epoch == 0 and not resume:
@@ -301,6 +327,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
         end_epoch = cfg.engine.epochs if stop_after is None else min(stop_after,
                                                                      cfg.engine.epochs)
         for epoch in range(start_epoch, end_epoch):
+            running = epoch + 1
             _check_store_unchanged(cfg.data.store, build_id, epoch, last_path)
             lr = schedule.lr(epoch)
             for group in optimizer.param_groups:
@@ -332,10 +359,18 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
                 LOG.info("epoch %d/%d %s", epoch + 1, cfg.engine.epochs,
                          " ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
                                   for k, v in row.items() if k != "epoch"))
+            if ctx.is_main and progress:
+                # The terminal keeps one line per epoch (the epoch's bar goes away).
+                tqdm.write(epoch_summary(row, cfg.engine.epochs), file=sys.stderr)
     except NonFiniteLossError as exc:
         if ctx.is_main:
             LOG.error("%s", exc)
         raise
+    except KeyboardInterrupt:
+        interrupted = TrainInterrupted(run_dir, cfg.method, running, saved, last_path)
+        if ctx.is_main:
+            LOG.warning("%s", interrupted.describe())  # train.log keeps why the run ended
+        raise interrupted from None
     finally:
         if files is not None:
             files.close()
@@ -417,6 +452,16 @@ def _checked(reading: LogReading, epoch: int, last_path: Path) -> LogReading:
             f"loss is {value} at epoch {epoch + 1} {where}; "
             f"run stopped, last good checkpoint kept: {last_path}")
     return reading
+
+
+def epoch_summary(row: dict[str, Any], epochs: int) -> str:
+    """``epoch 3/25: loss 5.1234 (epoch mean), knn top-1 41.7 %, 4.2 s``: the terminal's line per
+    epoch (train.log and metrics.csv hold every term)."""
+    parts = [f"loss {row['loss']:.4f} (epoch mean)"]
+    if row.get("knn_top1") is not None:
+        parts.append(f"knn top-1 {100 * row['knn_top1']:.1f} %")
+    parts.append(f"{row['seconds']:.1f} s")
+    return f"epoch {row['epoch']}/{epochs}: " + ", ".join(parts)
 
 
 def _format(means: dict[str, float]) -> str:

@@ -84,6 +84,13 @@ def cmd_bone_parents(layout: Layout) -> tuple[int, ...]:
     return tuple(p - 1 for _, p in _CMD_NTU_BONES)
 
 
+def uses_cmd_bone_tree(bone_tree: str, layout: Layout) -> bool:
+    """Whether ``bone_tree`` means CMD's NTU-25 tree on ``layout`` (``auto``: when it is NTU-25)."""
+    if bone_tree == "auto":
+        return layout.name == "ntu25" and layout.num_joints == len(_CMD_NTU_BONES)
+    return bone_tree == "cmd"
+
+
 @dataclasses.dataclass
 class CMDConfig(MoCoConfig):
     SWITCHES: ClassVar[SwitchTable | None] = CMD_SWITCHES
@@ -97,6 +104,8 @@ class CMDConfig(MoCoConfig):
     """K_c: anchors per teacher key."""
     cmd_weight: float = 1.0
     bone_tree: str = "cmd"
+    """``cmd``: CMD's NTU-25 tree (the published configs); ``layout``: the store layout's tree;
+    ``auto``: CMD's tree on an NTU-25 store, the layout's on any other (the tiny config)."""
 
     @classmethod
     def upgrade(cls, d: dict[str, Any]) -> dict[str, Any]:
@@ -124,8 +133,8 @@ class CMDConfig(MoCoConfig):
                              f"got {self.topk}")
         if self.teacher_temperature <= 0 or self.student_temperature <= 0:
             raise ValueError("teacher_temperature and student_temperature must be positive")
-        if self.bone_tree not in ("cmd", "layout"):
-            raise ValueError(f"bone_tree: 'cmd' or 'layout', got {self.bone_tree!r}")
+        if self.bone_tree not in ("cmd", "layout", "auto"):
+            raise ValueError(f"bone_tree: 'cmd', 'layout' or 'auto', got {self.bone_tree!r}")
         if self.encoder == "bigru" and {"pool", "directions"} & set(self.encoder_args):
             raise ValueError("encoder_args: CMD sets the BiGRU's pool and directions from its "
                              "switches; use model.switches.pool / model.switches.gru_directions")
@@ -170,7 +179,7 @@ class CMD(MoCoMethod[CC]):
 
     def __init__(self, cfg: CC, layout: Layout, num_bodies: int = 2) -> None:
         super().__init__(cfg, layout, num_bodies)
-        if cfg.bone_tree == "cmd":
+        if uses_cmd_bone_tree(cfg.bone_tree, layout):
             self.bone_parents, self.torso_normal = cmd_bone_parents(layout), None
         else:
             self.bone_parents, self.torso_normal = layout.parents, layout.torso_normal

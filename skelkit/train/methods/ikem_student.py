@@ -103,7 +103,7 @@ class IKEMStudentConfig(MethodConfig):
     def validate(self) -> None:
         if not self.teacher:
             raise ValueError("teacher: the student needs a teacher run directory "
-                             "(model.teacher: RUN_DIR, or --set model.teacher=RUN_DIR)")
+                             "(--teacher RUN_DIR, or model.teacher: RUN_DIR in the config)")
         for key in ("modalities", "teacher_modalities"):
             names = getattr(self, key)
             bad = [m for m in names if m not in MODALITY_NAMES]
