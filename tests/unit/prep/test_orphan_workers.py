@@ -3,7 +3,6 @@ processes end within seconds instead of living on (about 320 MB each)."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,6 +14,7 @@ import pytest
 
 from skelkit.prep.builder.batch import BATCH_SIZE_ENV
 from skelkit.prep.builder.pipeline import BATCH_PAUSE_ENV
+from tests.unit.build_processes import batches_done, synth_raw
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux /proc")
 
@@ -45,22 +45,9 @@ def is_pool_worker(pid: int) -> bool:
     return b"multiprocessing.spawn" in command or b"spawn_main" in command
 
 
-def batches_done(store: Path) -> int:
-    try:
-        attrs = json.loads((store / "zarr.json").read_text())["attributes"]
-        return int(attrs.get("progress", {}).get("batches_done", 0))
-    except (OSError, ValueError, KeyError):
-        return 0
-
-
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("raw") / "ntu"
-    done = subprocess.run([sys.executable, "-m", "skelkit.prep.cli", "synth", "--dataset", "ntu60",
-                           "--out", str(folder), "--classes", "3", "--performers", "2",
-                           "--nuisance", "none"], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    return folder
+    return synth_raw(tmp_path_factory)
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ from skelkit.store.lock import LockHeldError, WriterLock, store_lock
 from skelkit.store.reader import open_store
 from skelkit.store.writer import store_build_id
 from skelkit.train.data import write_random_walk_store
+from tests.unit.build_processes import batches_done, synth_raw
 
 REDUCED = os.environ.get("SKELKIT_REDUCED") == "1"
 TRAIN_SETTINGS = ["data.num_workers=0", "engine.batch_size=4", "engine.knn_every=0",
@@ -77,22 +78,9 @@ def wait_for(predicate, process: subprocess.Popen[str], what: str, timeout: floa
         time.sleep(0.05)
 
 
-def batches_done(store: Path) -> int:
-    try:
-        attrs = json.loads((store / "zarr.json").read_text())["attributes"]
-        return int(attrs.get("progress", {}).get("batches_done", 0))
-    except (OSError, ValueError, KeyError):
-        return 0
-
-
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("raw") / "ntu"
-    done = subprocess.run([sys.executable, "-m", "skelkit.prep.cli", "synth", "--dataset", "ntu60",
-                           "--out", str(folder), "--classes", "3", "--performers", "2",
-                           "--nuisance", "none"], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    return folder
+    return synth_raw(tmp_path_factory)
 
 
 @pytest.mark.slow
