@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from skelkit.prep.builder.file_progress import file_parsed
 from skelkit.prep.tasks import DatasetSpec, FileTask, PreparedPair, SampleSpec, Skip, TaskPreparer
 from skelkit.store.layout import Layout
 from skelkit.store.schema import MODALITIES
@@ -36,12 +37,14 @@ class PreparedBatch:
 
 
 def prepare_batch(tasks: list[FileTask], layout: Layout, frames: int,
-                  prepare: TaskPreparer) -> PreparedBatch:
-    """Parse and prepare every sample of ``tasks`` with the dataset's preparer (on a worker)."""
+                  prepare: TaskPreparer, batch_index: int = -1) -> PreparedBatch:
+    """Parse and prepare every sample of ``tasks`` with the dataset's preparer (on a worker),
+    reporting each finished file of batch ``batch_index`` for the driver's progress bar."""
     done: list[PreparedPair] = []
     skipped: list[Skip] = []
     for task in tasks:
         prepare(task, layout, frames, done, skipped)
+        file_parsed(batch_index)
     fixed: dict[str, np.ndarray] = {}
     if done:
         for name in MODALITIES:

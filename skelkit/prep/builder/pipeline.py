@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from skelkit.prep.builder.batch import (
     prepare_batch,
     to_sample_batch,
 )
+from skelkit.prep.builder.file_progress import FileCounter
 from skelkit.prep.builder.runners import Runner, make_runner
 from skelkit.prep.errors import BuildError, first_line
 from skelkit.prep.formats import get_dataset
@@ -58,6 +60,9 @@ class BuildOptions:
     overwrite: bool = False
     batch_size: int | None = None
     progress: bool = True
+    on_files: Callable[[int, int], None] | None = None
+    """Called with (files parsed or committed so far, files in all) as each file finishes; from a
+    progress thread when workers are local processes."""
     # --dataset generic only (skelkit/prep/formats/generic.py)
     manifest: Path | None = None
     layout: str | None = None
@@ -157,13 +162,26 @@ def _run_batches(writer: StoreWriter, progress: Progress, batches: list[list[Fil
         i = next(pending, None)
         if i is not None:
             in_flight.append(runner.submit(prepare_batch, batches[i], layout, opts.frames,
-                                           dataset.prepare))
+                                           dataset.prepare, i))
 
-    for _ in range(max_in_flight(runner.slots, progress.batch_size)):
-        submit_next()
-    with tqdm.tqdm(total=len(disc.tasks), initial=progress.files_done, unit="file",
+    total = len(disc.tasks)
+    with tqdm.tqdm(total=total, initial=progress.files_done, unit="file",
                    desc=f"skelprep {dataset.name}", disable=not opts.progress, file=sys.stderr,
                    mininterval=0.5, dynamic_ncols=True) as bar:
+
+        shown = [progress.files_done]
+
+        def show(files: int) -> None:  # called under the counter's lock, from any thread
+            bar.update(files - shown[0])
+            shown[0] = files
+            if opts.on_files is not None:
+                opts.on_files(files, total)
+
+        counter = FileCounter([len(b) for b in batches], progress.batches_done,
+                              progress.files_done, show)
+        runner.listen(counter.file_parsed)
+        for _ in range(max_in_flight(runner.slots, progress.batch_size)):
+            submit_next()
         while in_flight:
             try:
                 prepared: PreparedBatch = in_flight.popleft().result()
@@ -180,7 +198,7 @@ def _run_batches(writer: StoreWriter, progress: Progress, batches: list[list[Fil
             progress.skipped.extend(s.to_dict() for s in prepared.skipped)
             progress.seconds = time.perf_counter() - started
             writer.commit_progress(progress.to_attrs())
-            bar.update(prepared.files)
+            counter.batch_committed(progress.batches_done - 1)
             if pause:
                 time.sleep(pause)
     progress.seconds = time.perf_counter() - started

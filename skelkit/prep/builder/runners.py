@@ -1,10 +1,12 @@
 """Where batches run. Every runner computes the same one-task dask graph per batch; they differ
-only in the scheduler that executes it."""
+only in the scheduler that executes it, and in how a worker's per-file reports reach the driver
+(``listen``; see ``file_progress.py``)."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 import socket
 import threading
 import time
@@ -14,6 +16,7 @@ from urllib.parse import urlsplit
 
 import dask
 
+from skelkit.prep.builder.file_progress import FileReporter, set_file_reporter
 from skelkit.prep.errors import BuildError
 
 
@@ -34,8 +37,13 @@ class Runner:
     def submit(self, fn: Any, *args: Any) -> Any:
         return _Ready(dask.delayed(fn, pure=False)(*args))
 
+    def listen(self, on_file: FileReporter) -> None:
+        """Have ``on_file(batch_index)`` called after each parsed file (the driver's thread here:
+        batches are computed in this process)."""
+        set_file_reporter(on_file)
+
     def close(self) -> None:
-        pass
+        set_file_reporter(None)
 
 
 class LocalRunner(Runner):
@@ -45,15 +53,38 @@ class LocalRunner(Runner):
     batches come back one by one (a single compute over all batches would hold them all).
     Spawned, not forked: the driver runs zarr's event-loop thread, which fork does not copy.
     Each worker watches its driver and exits when it is gone (a kill -9 of the driver would
-    otherwise leave the workers, a few hundred MB each, running).
+    otherwise leave the workers, a few hundred MB each, running). Workers put one small message
+    per parsed file on a queue; a driver thread hands them to the listener.
     """
 
     def __init__(self, workers: int) -> None:
         self.slots = workers
         self.description = f"dask local processes ({workers})"
-        self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=exit_with_parent, initargs=(os.getpid(),))
+        context = multiprocessing.get_context("spawn")
+        self._files: Any = context.Queue()
+        self._on_file: FileReporter | None = None
+        self._pool = ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker,
+                                         initargs=(os.getpid(), self._files))
         self._dispatch = ThreadPoolExecutor(2 * workers, thread_name_prefix="skelprep-dispatch")
+        self._relay = threading.Thread(target=self._relay_files, name="skelprep-file-progress",
+                                       daemon=True)
+        self._relay.start()
+
+    def listen(self, on_file: FileReporter) -> None:
+        self._on_file = on_file
+
+    def _relay_files(self) -> None:
+        while True:
+            try:
+                batch_index = self._files.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            except (EOFError, OSError, ValueError):  # the queue was closed under us
+                return
+            if batch_index is None:
+                return
+            if self._on_file is not None:
+                self._on_file(batch_index)
 
     def submit(self, fn: Any, *args: Any) -> Any:
         task = dask.delayed(fn, pure=False)(*args)
@@ -64,6 +95,16 @@ class LocalRunner(Runner):
     def close(self) -> None:
         self._dispatch.shutdown(wait=True, cancel_futures=True)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._files.put(None)
+        self._relay.join(timeout=5)
+        self._files.close()
+        self._files.join_thread()
+
+
+def init_worker(parent: int, files: Any) -> None:
+    """Pool-worker initialiser: exit with the driver, and report parsed files on ``files``."""
+    exit_with_parent(parent)
+    set_file_reporter(files.put)
 
 
 def exit_with_parent(parent: int, interval: float = 0.5) -> None:
@@ -98,6 +139,9 @@ class DistributedRunner(Runner):
 
     def submit(self, fn: Any, *args: Any) -> Any:
         return self._client.compute(dask.delayed(fn, pure=False)(*args))
+
+    def listen(self, on_file: FileReporter) -> None:
+        """Cluster workers cannot reach the driver's counter: the bar moves per batch."""
 
     def close(self) -> None:
         self._client.close()
