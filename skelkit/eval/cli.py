@@ -405,7 +405,7 @@ def tsne(emb: Path, out: Path, group: str, max_points: int, perplexity: float,
     """Write a t-SNE map of one embedding group, coloured by label."""
     _check_figure_out(out)
     from skelkit.eval.errors import load_embedding_split
-    from skelkit.eval.plots import plot_tsne
+    from skelkit.eval.plots import embedding_dataset, plot_tsne
 
     if group not in ("train", "test"):
         raise InputError(f"--group must be train or test, got {group!r}")
@@ -418,6 +418,7 @@ def tsne(emb: Path, out: Path, group: str, max_points: int, perplexity: float,
     info = plot_tsne(
         embedding, label, out, title=f"{emb.name} [{group}] {method}".strip(),
         max_points=max_points, perplexity=perplexity, n_iter=iterations, seed=seed,
+        dataset=embedding_dataset(split.attrs),
     )
     click.echo(
         f"t-SNE of {info.n_points} {group} embeddings ({info.n_classes} classes, "

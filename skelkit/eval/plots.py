@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn.manifold import TSNE
 
+from skelkit.action_names import class_labels
 from skelkit.errors import one_line
 from skelkit.eval.errors import EvalInputError
 from skelkit.store.rundir import RunDir
@@ -32,6 +34,24 @@ class TsneFigureInfo:
     n_points: int
     n_classes: int
     kl_divergence: float
+    legend: tuple[str, ...] = ()
+    """The legend's entries, in class order (empty when there are too many classes to list)."""
+
+
+def embedding_dataset(attrs: dict[str, Any]) -> str | None:
+    """The dataset an embeddings file was computed on: its ``dataset`` attribute, else the
+    dataset its store declares (if the store is still where ``store`` says); None otherwise,
+    never a guess from a file name."""
+    if attrs.get("dataset"):
+        return str(attrs["dataset"])
+    if not attrs.get("store"):
+        return None
+    from skelkit.store.reader import open_store
+
+    try:
+        return str(open_store(str(attrs["store"]), require_complete=False).dataset)
+    except Exception:  # moved, on another machine, or not a store: numbers, not a guess
+        return None
 
 
 def subsample(n: int, max_points: int, seed: int) -> np.ndarray:
@@ -72,8 +92,12 @@ def plot_tsne(
     perplexity: float = 30.0,
     n_iter: int = 1000,
     seed: int = 0,
+    dataset: str | None = None,
 ) -> TsneFigureInfo:
-    """Run t-SNE on (a seeded subsample of) ``embedding`` and save a scatter coloured by label."""
+    """Run t-SNE on (a seeded subsample of) ``embedding`` and save a scatter coloured by label.
+
+    The legend names the actions (``A1 drink water``) when ``dataset`` has a name table, and
+    shows the 0-based labels otherwise."""
     if len(embedding) < 5:
         raise EvalInputError(f"t-SNE needs at least 5 points, got {len(embedding)}")
     keep = subsample(len(embedding), max_points, seed)
@@ -84,19 +108,23 @@ def plot_tsne(
     fig = Figure(figsize=(8.5, 7.0), dpi=120)
     ax = fig.add_subplot()
     colours = _class_colours(len(classes))
-    for colour, cls in zip(colours, classes):
+    texts = class_labels(dataset, [int(c) for c in classes])
+    named = texts != [str(int(c)) for c in classes]
+    for colour, cls, text in zip(colours, classes, texts):
         points = result.embedding[labels == cls]
-        ax.scatter(points[:, 0], points[:, 1], s=6, color=colour, label=str(cls), linewidths=0)
+        ax.scatter(points[:, 0], points[:, 1], s=6, color=colour, label=text, linewidths=0)
+    legend: tuple[str, ...] = ()
     if len(classes) <= 20:
-        ax.legend(title="label", fontsize=7, markerscale=2.5, loc="center left",
-                  bbox_to_anchor=(1.0, 0.5), frameon=False)
+        legend = tuple(texts)
+        ax.legend(title="action" if named else "label", fontsize=7, markerscale=2.5,
+                  loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     ax.set_xticks([])
     ax.set_yticks([])
     subtitle = f"{len(keep)} points, {len(classes)} classes, KL {result.kl_divergence:.3f}"
     ax.set_title(f"{title}\n{subtitle}" if title else subtitle, fontsize=10)
     fig.tight_layout()
     _save(fig, out)
-    return TsneFigureInfo(len(keep), len(classes), result.kl_divergence)
+    return TsneFigureInfo(len(keep), len(classes), result.kl_divergence, legend)
 
 
 def _class_colours(n: int) -> list[tuple[float, ...]]:

@@ -57,7 +57,8 @@ def export_embeddings(run_dir: str | Path, out: str | Path, *, checkpoint: str |
                               "--protocol")
     checkpoint_state = run.checkpoint(checkpoint)
     dev = resolve_device(device)
-    method = run.build(open_store(store_path), checkpoint_state).to(dev)
+    store_obj = open_store(store_path)
+    method = run.build(store_obj, checkpoint_state).to(dev)
     streams = embed_modalities(method, modality)
     groups = {}
     for side in ("train", "test"):
@@ -78,6 +79,7 @@ def export_embeddings(run_dir: str | Path, out: str | Path, *, checkpoint: str |
         "streams": ",".join(streams),
         "combine": combine if len(streams) > 1 else "none",
         "store": str(store_path),
+        "dataset": store_obj.dataset,  # names the actions in skeleval tsne's legend
         "protocol": str(protocol),
         "checkpoint": str(checkpoint_state.path.resolve()),
         # skeleval records a result in the run only when this still matches its checkpoint.
