@@ -100,6 +100,9 @@ class DatasetSpec:
     """The store's ``normalisation`` attribute when it is not the CMD/IKEM default (generic)."""
     splits_from_columns: bool = False
     """The splits follow from the stored id columns alone (no lists), so verify recomputes them."""
+    sample_names: str | None = None
+    """A tag for the sample-name scheme of a dataset whose names changed between skelkit
+    versions (UTD-MHAD); a resume refuses a store started under another scheme."""
 
     def discover(self, raw: str | Path, missing_file: str | Path | None = None) -> Discovery:
         """The ordered work list of ``raw``; DatasetError if the folder holds nothing to build."""

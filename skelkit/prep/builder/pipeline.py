@@ -128,6 +128,8 @@ class Progress:
     bytes_done: int = 0
     seconds: float = 0.0
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    sample_names: str | None = None
+    """DatasetSpec.sample_names when the build started (absent in older stores)."""
 
     def to_attrs(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -142,7 +144,14 @@ def _start_progress(opts: BuildOptions, dataset: DatasetSpec, disc: Discovery, w
     stamp = fingerprint(batches, opts.frames, dataset.name)
     if stored.get("fingerprint") not in (None, stamp):
         raise BuildError(f"the raw folder changed since {opts.out} was started; use --overwrite")
-    progress = Progress(stamp, batch_size, len(batches))
+    started_names = stored.get("sample_names")
+    if stored.get("fingerprint") is not None and started_names != dataset.sample_names:
+        raise BuildError(
+            f"{opts.out} was started with another {dataset.name} sample-name scheme "
+            f"({started_names or 'the file stems'}; this skelkit writes {dataset.sample_names}); "
+            "rebuild it with --overwrite"
+        )
+    progress = Progress(stamp, batch_size, len(batches), sample_names=dataset.sample_names)
     if stored.get("fingerprint") is not None:
         for key in ("batches_done", "files_done", "bytes_done", "seconds", "skipped"):
             setattr(progress, key, stored[key])

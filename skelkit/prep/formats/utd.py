@@ -38,6 +38,15 @@ def parse_utd_name(filename: str) -> tuple[int, int, int]:
     return action, subject, trial
 
 
+UTD_NAMES = "a<action>_s<subject>_t<trial>"
+"""Sample names without the files' ``_skeleton`` suffix; stores built before this recorded the
+file stem (``a1_s1_t1_skeleton``). Recorded in the build progress so a resume cannot mix the two."""
+
+
+def utd_sample_name(action: int, subject: int, trial: int) -> str:
+    return f"a{action}_s{subject}_t{trial}"
+
+
 def discover_utd(raw: Path, missing: set[str]) -> Discovery:
     """Every ``*_skeleton.mat`` under ``raw``, in name order; bad names are reported skips."""
     files = sorted(Path(raw).rglob("*_skeleton.mat"), key=lambda p: (p.name, str(p)))
@@ -55,10 +64,11 @@ def discover_utd(raw: Path, missing: set[str]) -> Discovery:
         if not f.is_file():  # a dangling link or a folder named like a sample
             skipped.append(Skip(stem, str(f), None, "not a readable file", "raw_format"))
             continue
-        if stem in missing:
-            skipped.append(Skip(stem, str(f), None, "in the missing list", "missing_list"))
+        name = utd_sample_name(action, subject, trial)
+        if name in missing or stem in missing:  # lists written either way
+            skipped.append(Skip(name, str(f), None, "in the missing list", "missing_list"))
             continue
-        spec = SampleSpec(name=stem, label=action - 1, subject=subject, camera=-1, setup=-1,
+        spec = SampleSpec(name=name, label=action - 1, subject=subject, camera=-1, setup=-1,
                           replication=trial)
         tasks.append(FileTask(str(f), (spec,), f.stat().st_size))
     return Discovery(tasks, skipped, files_found=len(files))
@@ -105,5 +115,5 @@ def prepare_utd_task(task: FileTask, layout: Layout, frames: int, out: list[Prep
 UTD_MHAD = DatasetSpec(
     name="utd-mhad", layout="kinect20", protocols=("xsub",), missing_resource=None,
     discover_fn=discover_utd, splits_fn=utd_splits, prepare=prepare_utd_task,
-    splits_from_columns=True,
+    splits_from_columns=True, sample_names=UTD_NAMES,
 )

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.io
+import zarr
+from click.testing import CliRunner
 
+from skelkit.prep.builder.batch import BATCH_SIZE_ENV
 from skelkit.prep.builder.pipeline import BuildOptions, build_store
-from skelkit.prep.errors import DatasetError
+from skelkit.prep.cli import main
+from skelkit.prep.errors import BuildError, DatasetError
 from skelkit.prep.formats import get_dataset
 from skelkit.prep.formats.utd import parse_utd_name, read_utd_skeleton
 from skelkit.store import KINECT20
@@ -74,10 +79,11 @@ def test_build_tiny_utd_store(tmp_path: Path) -> None:
     assert store.dataset == "utd-mhad" and store.layout.name == "kinect20"
     assert store.group.attrs["layout"]["joints"] == list(KINECT20.joint_names)
     assert store.protocols == ("xsub",)
-    assert list(store.samples["name"]) == [f"{s}_skeleton" for s in sorted(lengths)]
+    # Clean names: the file stem without "_skeleton" (issue 17, item 10).
+    assert list(store.samples["name"]) == sorted(lengths)
     by_name = store.samples.set_index("name")
-    assert by_name.loc["a27_s8_t1_skeleton", "label"] == 26
-    assert by_name.loc["a5_s3_t2_skeleton", "replication"] == 2
+    assert by_name.loc["a27_s8_t1", "label"] == 26
+    assert by_name.loc["a5_s3_t2", "replication"] == 2
     assert list(store.samples["num_bodies"]) == [1, 1, 1, 1]
     np.testing.assert_array_equal(store.samples["num_frames"],
                                   [lengths[s] for s in sorted(lengths)])
@@ -94,6 +100,63 @@ def test_build_tiny_utd_store(tmp_path: Path) -> None:
     for start in offsets[:-1]:
         shoulders = joints[start, :, 8] - joints[start, :, 4]
         assert shoulders[0] > 0.3 and np.abs(shoulders[1:]).max() < 1e-5
+
+
+def _raw_folder(tmp_path: Path, stems: list[str]) -> Path:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for k, stem in enumerate(stems):
+        _write(raw, f"{stem}_skeleton.mat", _person(30 + k, k))
+    return raw
+
+
+def test_utd_build_then_info_end_to_end(tmp_path: Path) -> None:
+    raw = _raw_folder(tmp_path, ["a1_s1_t1", "a1_s2_t1", "a2_s3_t1", "a2_s4_t2", "a3_s5_t1"])
+    missing = tmp_path / "missing.txt"
+    missing.write_text("a3_s5_t1_skeleton\n")  # a list naming the file stem still applies
+    out = tmp_path / "utd.zarr"
+    built = CliRunner().invoke(main, ["build", "--dataset", "utd-mhad", "--raw", str(raw),
+                                      "--out", str(out), "--workers", "1",
+                                      "--missing", str(missing)])
+    assert built.exit_code == 0, built.output
+    info = CliRunner().invoke(main, ["info", "--json", str(out)])
+    assert info.exit_code == 0, info.output
+    store = open_store(out)
+    assert list(store.samples["name"]) == ["a1_s1_t1", "a1_s2_t1", "a2_s3_t1", "a2_s4_t2"]
+    assert store.report["skipped"][0]["name"] == "a3_s5_t1"
+    assert list(store.split("xsub")) == [0, 1, 0, 1]  # odd subjects train
+    assert json.loads(info.stdout)["dataset"] == "utd-mhad"
+    assert CliRunner().invoke(main, ["verify", str(out)]).exit_code == 0
+
+
+def test_resume_refuses_a_store_started_with_the_old_utd_names(tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    """A store begun by a skelkit that named samples a1_s1_t1_skeleton must not be finished
+    with a1_s1_t1 names: the resume stops with one line; --overwrite rebuilds it."""
+    raw = _raw_folder(tmp_path, ["a1_s1_t1", "a1_s2_t1", "a2_s3_t1", "a2_s4_t2"])
+    monkeypatch.setenv(BATCH_SIZE_ENV, "1")
+    out = tmp_path / "utd.zarr"
+
+    def interrupt(files: int, total: int) -> None:
+        if files == 2:
+            raise KeyboardInterrupt
+    with pytest.raises((BuildError, KeyboardInterrupt)):
+        build_store(BuildOptions(dataset="utd-mhad", raw=raw, out=out, workers=1,
+                                 progress=False, on_files=interrupt))
+    group = zarr.open_group(str(out), mode="r+")
+    progress = dict(group.attrs["progress"])
+    assert progress["sample_names"] == "a<action>_s<subject>_t<trial>"
+    del progress["sample_names"]  # what an older skelkit recorded
+    group.attrs["progress"] = progress
+    resumed = CliRunner().invoke(main, ["build", "--dataset", "utd-mhad", "--raw", str(raw),
+                                        "--out", str(out), "--workers", "1", "--resume"])
+    assert resumed.exit_code == 2 and "sample-name scheme" in resumed.stderr, resumed.output
+    assert len(resumed.stderr.strip().splitlines()) == 1
+    rebuilt = CliRunner().invoke(main, ["build", "--dataset", "utd-mhad", "--raw", str(raw),
+                                        "--out", str(out), "--workers", "1", "--overwrite"])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert list(open_store(out).samples["name"]) == ["a1_s1_t1", "a1_s2_t1", "a2_s3_t1",
+                                                     "a2_s4_t2"]
 
 
 def test_utd_folder_without_mat_files_is_an_error(tmp_path: Path) -> None:
