@@ -176,7 +176,7 @@ def _run_batches(writer: StoreWriter, progress: Progress, batches: list[list[Fil
     total = len(disc.tasks)
     with tqdm.tqdm(total=total, initial=progress.files_done, unit="file",
                    desc=f"skelprep {dataset.name}", disable=not opts.progress, file=sys.stderr,
-                   mininterval=0.5, dynamic_ncols=True) as bar:
+                   mininterval=0.5, miniters=1, dynamic_ncols=True) as bar:
 
         shown = [progress.files_done]
 
