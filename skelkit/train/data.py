@@ -236,8 +236,8 @@ class SkeletonDataset(Dataset):
         item["k"] = np.ascontiguousarray(aug(x, rng), dtype=np.float32)
         return item
 
-    def _augment_batch(self, pairs: list[tuple[int, int]], clips: Clips,
-                       augment: BatchAugmentation) -> list[dict[str, Any]]:
+    def _augment_batch(self, pairs: list[tuple[int, int]], positions: np.ndarray, clips: Clips,
+                       augment: BatchAugmentation) -> Batch:
         """Both views of every sample: per sample, q's draws then k's from its own generator
         (as ``_make`` draws them), then the arithmetic once for the whole batch per view."""
         draws: dict[str, list[Any]] = {"q": [], "k": []}
@@ -245,9 +245,44 @@ class SkeletonDataset(Dataset):
             rng, shape = self._rng(pos, epoch), clips.shape(i)
             for view in ("q", "k"):
                 draws[view].append(augment.draw(shape, rng))
-        views = {view: augment.apply_batch(clips, d).dense() for view, d in draws.items()}
-        return [{**self._labels(pos), "q": views["q"][i], "k": views["k"][i]}
-                for i, (pos, _) in enumerate(pairs)]
+        views = {view: torch.from_numpy(augment.apply_batch(clips, d).dense())
+                 for view, d in draws.items()}
+        return self._batch(positions, views)
+
+    def _augment_each(self, pairs: list[tuple[int, int]], positions: np.ndarray, clips: Clips,
+                      shape: tuple[int, ...]) -> Batch:
+        """Both views of every sample, one sample at a time (``_make``'s draws and arithmetic),
+        each written straight into its row of the batch's view arrays."""
+        views = {view: _batch_tensor((len(pairs), *shape)) for view in ("q", "k")}
+        q, k = views["q"].numpy(), views["k"].numpy()
+        augment = self.augment or (lambda a, _r: a)
+        for i, (pos, epoch) in enumerate(pairs):
+            x, rng = np.ascontiguousarray(clips.clip(i)), self._rng(pos, epoch)
+            q[i] = augment(x, rng)
+            k[i] = augment(x, rng)
+        return self._batch(positions, views)
+
+    def _batch(self, positions: np.ndarray, views: dict[str, torch.Tensor]) -> Batch:
+        """The batch's per-sample items and, for ``collate``, one tensor per key."""
+        stacked = {"gamma": torch.from_numpy(self.meta.gammas[positions].astype(np.float32)),
+                   "index": torch.from_numpy(self.meta.indices[positions].astype(np.int64)),
+                   "label": torch.from_numpy(self.meta.labels[positions].astype(np.int64)),
+                   **views}
+        arrays = {key: value.numpy() for key, value in views.items()}
+        gammas = stacked["gamma"].numpy()
+        indices, labels = stacked["index"].tolist(), stacked["label"].tolist()
+        items = [{"gamma": gammas[i], "index": indices[i], "label": labels[i],
+                  **{key: value[i] for key, value in arrays.items()}}
+                 for i in range(len(positions))]
+        return Batch(items, stacked)
+
+    def _common_out_shape(self, clips: Clips) -> tuple[int, ...] | None:
+        """The one shape every sample's views take (None when they differ, e.g. no temporal
+        resize, or the augmentation is a plain function)."""
+        if not isinstance(self.augment, BatchAugmentation):
+            return None
+        shapes = {self.augment.out_shape(clips.shape(i)) for i in range(len(clips))}
+        return shapes.pop() if len(shapes) == 1 else None
 
     @staticmethod
     def _split_key(key: Any) -> tuple[int, int]:
@@ -263,9 +298,12 @@ class SkeletonDataset(Dataset):
         pairs = [self._split_key(k) for k in keys]
         positions = np.array([p for p, _ in pairs], dtype=np.int64)
         clips = self._read_clips(positions)
-        if (self.batch_augment and self.mode == "train"
-                and isinstance(self.augment, BatchAugmentation)):
-            return self._augment_batch(pairs, clips, self.augment)
+        if self.mode == "train" and len(pairs):
+            shape = self._common_out_shape(clips)
+            if shape is not None and self.batch_augment:
+                return self._augment_batch(pairs, positions, clips, self.augment)  # type: ignore[arg-type]
+            if shape is not None:
+                return self._augment_each(pairs, positions, clips, shape)
         return [self._make(p, e, np.ascontiguousarray(clips.clip(i)))
                 for i, (p, e) in enumerate(pairs)]
 
@@ -295,7 +333,28 @@ class EpochSampler(Sampler[tuple[int, int]]):
             yield (int(pos), epoch)
 
 
+class Batch(list):
+    """The items of one fetch (per-sample dicts, as ever) whose values are rows of one tensor per
+    key (``stacked``): ``collate`` hands those on as they are, so a worker sends one block per
+    key, already in shared memory, instead of stacking copies that are then copied again."""
+
+    def __init__(self, items: list[dict[str, Any]], stacked: dict[str, torch.Tensor]) -> None:
+        super().__init__(items)
+        self.stacked = stacked
+
+
+def _batch_tensor(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised float32 batch tensor; in a DataLoader worker, in shared memory (where the
+    worker would otherwise copy it to send it)."""
+    tensor = torch.empty(shape, dtype=torch.float32)
+    if torch.utils.data.get_worker_info() is not None:
+        tensor.share_memory_()
+    return tensor
+
+
 def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    if isinstance(items, Batch):
+        return dict(items.stacked)
     out: dict[str, torch.Tensor] = {}
     for key in items[0]:
         values = [it[key] for it in items]
