@@ -4,7 +4,9 @@ Each worker opens the store itself on first use (zarr handles are never pickled,
 event-loop thread does not survive fork, hence spawn/forkserver workers). The sampler yields
 ``(position, epoch)`` keys and every sample draws its augmentation from an RNG seeded by
 ``(seed, epoch, sample index)``: the views of a sample depend neither on the worker that made
-them nor on the number of workers or ranks, which is what makes ``--resume`` exact.
+them nor on the number of workers or ranks, which is what makes ``--resume`` exact. A batch's
+frames come straight from the store's shard files (``shardread``) where the layout allows, and
+its views are written into one tensor per view that ``collate`` passes on.
 """
 
 from __future__ import annotations
@@ -124,9 +126,9 @@ class SkeletonDataset(Dataset):
         self.protocol, self.side, self.kind, self.mode = protocol, side, kind, mode
         self.augment = augment
         # Per-sample draws either way (the same views, bit for bit). Off by default: on the CPU
-        # workers numpy on one 64-frame clip at a time stays in cache and measured as fast or
-        # faster than the batch (bench/loader.py, CMD views: 0.16 vs 0.42 ms CPU per sample);
-        # the batched arithmetic is the form an on-device augmentation takes.
+        # workers numpy on one 64-frame clip at a time stays in cache and measured faster than
+        # the batch (bench/loader.py, CMD views: 0.13 vs 0.30 ms CPU per sample); the batched
+        # arithmetic is the form an on-device augmentation takes.
         self.batch_augment = batch_augment
         self.view = view
         self.window = int(window)
