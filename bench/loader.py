@@ -318,6 +318,13 @@ def breakdown(store: Path, protocol: str, batch_size: int, batches: int,
     return out
 
 
+def cpu_bound(result: dict[str, float], workers: int, cores: int) -> float:
+    """Samples/s the measured CPU per sample allows with ``workers`` workers on ``cores`` idle
+    cores: each worker, the training process, and all of them together on the cores."""
+    worker, main = result["cpu_ms"] / 1e3, result["main_ms"] / 1e3
+    return min(workers / worker, 1 / max(main, 1e-9), cores / (worker + main))
+
+
 def uptime() -> str:
     try:
         return subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.strip()
@@ -364,6 +371,7 @@ def main() -> None:
             "authors' style": lambda w: authors(npy, frames, w, args.batch_size, args.batches),
         }
         rows: dict[str, dict[int, dict[str, float]]] = {name: {} for name in loaders}
+        cores = os.cpu_count() or 1
         for workers in args.workers:  # side by side: the loaders run back to back
             for _ in range(args.repeats):
                 for name, run in loaders.items():
@@ -373,11 +381,13 @@ def main() -> None:
                         rows[name][workers] = result
             theirs = rows["authors' style"][workers]["samples_per_s"]
             print(f"{workers} worker(s), best of {args.repeats}: samples/s (CPU ms/sample: "
-                  "workers, training process), ratio to authors'")
+                  "workers, training process), ratio to authors', the bound that CPU sets on "
+                  f"an idle {cores}-core machine")
             for name, by_workers in rows.items():
                 r = by_workers[workers]
                 print(f"  {name:38s} {r['samples_per_s']:6.0f}  ({r['cpu_ms']:.3f}, "
-                      f"{r['main_ms']:.3f})  {r['samples_per_s'] / theirs:.2f}x", flush=True)
+                      f"{r['main_ms']:.3f})  {r['samples_per_s'] / theirs:.2f}x  "
+                      f"bound {cpu_bound(r, workers, cores):6.0f}", flush=True)
         if len(args.workers) > 1:
             w1, w2 = args.workers[0], args.workers[-1]
             print(f"scaling {w1} -> {w2} workers: " + ", ".join(
