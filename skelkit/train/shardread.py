@@ -28,6 +28,7 @@ import numpy as np
 from numcodecs import blosc
 
 _EMPTY = np.uint64(2**64 - 1)  # the sharding spec's (offset, nbytes) of an absent chunk
+OPEN_SHARDS = 32  # shard files one reader keeps open
 _DTYPES = {"float32": "<f4", "float64": "<f8", "int64": "<i8", "int32": "<i4"}
 
 
@@ -79,27 +80,30 @@ class ShardedRows:
         self.row_bytes = self.dtype.itemsize * int(np.prod(row_shape, dtype=np.int64))
         self.cache_chunks = cache_chunks
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._files: dict[int, int] = {}
-        self._index: dict[int, np.ndarray | None] = {}
+        self._open: OrderedDict[int, tuple[int, np.ndarray]] = OrderedDict()
         self.decoded = 0  # chunks decoded so far (the benchmark's count)
 
     def close(self) -> None:
-        for fd in self._files.values():
+        for fd, _ in self._open.values():
             os.close(fd)
-        self._files.clear()
+        self._open.clear()
 
     def __del__(self) -> None:
         self.close()
 
     def _shard(self, shard: int) -> tuple[int, np.ndarray] | None:
-        """The shard's file descriptor and (per_shard, 2) index; None when the shard is absent."""
-        if shard not in self._index:
-            path = self.folder / "c" / str(shard) / ("/".join(["0"] * len(self.row_shape)))
-            if not path.is_file():
-                self._index[shard] = None
-                return None
-            fd = os.open(path, os.O_RDONLY)
-            self._files[shard] = fd
+        """The shard's file descriptor and (per_shard, 2) index; None when the shard is absent.
+        At most ``OPEN_SHARDS`` stay open (NTU-120's raw frames are ~560 shards; a process may
+        hold several datasets): the least recently used is closed, and its index is read again
+        with the file when it is next opened, so the two always belong together."""
+        if shard in self._open:
+            self._open.move_to_end(shard)
+            return self._open[shard]
+        path = self.folder / "c" / str(shard) / ("/".join(["0"] * len(self.row_shape)))
+        if not path.is_file():
+            return None
+        fd = os.open(path, os.O_RDONLY)
+        try:
             size = os.fstat(fd).st_size
             span = self.per_shard * 16 + 4
             raw = os.pread(fd, span, size - span) if size >= span else b""
@@ -110,9 +114,13 @@ class ShardedRows:
             present = index[:, 0] != _EMPTY
             if np.any(index[present].sum(axis=1) > size - span):
                 raise ShardReadError(f"{path}: shard index points past the end of the file")
-            self._index[shard] = index
-        index = self._index[shard]
-        return None if index is None else (self._files[shard], index)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._open[shard] = (fd, index)
+        if len(self._open) > OPEN_SHARDS:
+            os.close(self._open.popitem(last=False)[1][0])
+        return fd, index
 
     def chunk(self, number: int) -> np.ndarray:
         """Inner chunk ``number`` (rows [number C, number C + C), fewer in the last one)."""
@@ -128,7 +136,12 @@ class ShardedRows:
         else:
             offset, nbytes = int(entry[0]), int(entry[1])
             data = os.pread(shard[0], nbytes, offset)  # type: ignore[index]
-            decoded = blosc.decompress(data)
+            try:
+                if len(data) != nbytes:
+                    raise ValueError(f"{len(data)} of {nbytes} bytes")
+                decoded = blosc.decompress(data)
+            except (RuntimeError, ValueError) as exc:
+                raise ShardReadError(f"{self.folder}: chunk {number} unreadable ({exc})") from None
             if len(decoded) != self.chunk_rows * self.row_bytes:
                 raise ShardReadError(f"{self.folder}: chunk {number} decodes to {len(decoded)} "
                                      f"bytes, not {self.chunk_rows * self.row_bytes}")

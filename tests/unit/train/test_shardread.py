@@ -11,6 +11,7 @@ import pytest
 import zarr
 
 from skelkit.store.writer import consolidate
+from skelkit.train import shardread
 from skelkit.train.data import SkeletonDataset, build_augment, write_random_walk_store
 from skelkit.train.shardread import ShardReadError, open_rows
 
@@ -65,6 +66,41 @@ def test_a_chunk_cache_changes_nothing_but_decodes(store: Path) -> None:
     first = reader.read(rows)
     decoded = reader.decoded
     assert np.array_equal(reader.read(rows[:5]), first[:5]) and reader.decoded == decoded
+
+
+def test_few_shard_files_stay_open(store: Path, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader keeps at most ``OPEN_SHARDS`` files open (the least recently used is closed and
+    reopened with its index on demand), and reads the same rows throughout."""
+    monkeypatch.setattr(shardread, "OPEN_SHARDS", 3)
+    copy = small_chunks(store, tmp_path, "raw/joint", chunk=7, shard=35)
+    want = zarr.open_array(str(copy / "raw/joint"), mode="r")[:]
+    reader = open_rows(copy, "raw/joint")
+    assert reader is not None and len(want) > 5 * 35
+    rows = np.random.default_rng(3).integers(0, len(want), 300)
+    for _ in range(2):
+        assert np.array_equal(reader.read(rows), want[rows])
+        assert len(reader._open) == 3
+    reader.close()
+    assert not reader._open
+
+
+def test_a_damaged_chunk_names_its_array(store: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "chunk.zarr"
+    shutil.copytree(store, copy)
+    reader = open_rows(copy, "raw/joint")
+    assert reader is not None
+    _, index = reader._shard(0)  # type: ignore[misc]
+    offset = int(index[0, 0])
+    reader.close()
+    shard = copy / "raw/joint/c/0/0/0/0"
+    data = bytearray(shard.read_bytes())
+    data[offset:offset + 16] = bytes(16)  # the chunk's blosc header
+    shard.write_bytes(bytes(data))
+    fresh = open_rows(copy, "raw/joint")
+    assert fresh is not None
+    with pytest.raises(ShardReadError, match="raw/joint: chunk 0 unreadable"):
+        fresh.read(np.array([0]))
 
 
 def test_other_layouts_fall_back_to_zarr(store: Path, tmp_path: Path) -> None:
