@@ -257,8 +257,10 @@ class SkeletonDataset(Dataset):
         views = {view: _batch_tensor((len(pairs), *shape)) for view in ("q", "k")}
         q, k = views["q"][1], views["k"][1]
         augment = self.augment or (lambda a, _r: a)
+        bounds = np.concatenate([[0], np.cumsum(clips.lengths)]).tolist()
         for i, (pos, epoch) in enumerate(pairs):
-            x, rng = np.ascontiguousarray(clips.clip(i)), self._rng(pos, epoch)
+            x = np.ascontiguousarray(clips.data[:, bounds[i]:bounds[i + 1]])
+            rng = self._rng(pos, epoch)
             q[i] = augment(x, rng)
             k[i] = augment(x, rng)
         return self._batch(positions, views)
