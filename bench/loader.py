@@ -2,12 +2,17 @@
 feeder in the authors' style, on the same store, side by side, for 1 and 2 workers.
 
     python bench/loader.py [--store STORE.zarr] [--protocol xsub] [--workers 1 2] [--batches 40]
+                           [--repeats 2]
 
-Ours: ``SkeletonDataset`` (one zarr read per batch of the raw frames, per-sample seeded draws)
-with CMD's published ``data.augment`` (crop-resize to 64 frames with the 300-frame cap, then
-shear or joint corruption), the arithmetic per sample (the default) and batched
-(``batch_augment=True``), and reading a decompressed memory-mapped copy of the side
-(``data.raw_cache``) instead of the store's chunks.
+First a breakdown of CPU per sample in one process (the store read by zarr, from the shard
+files, with every chunk cached, from ``data.raw_cache``; the two views' arithmetic per sample and
+batched; the collate), then the loaders side by side, interleaved, best of ``--repeats`` runs.
+Ours: ``SkeletonDataset`` (one read per batch of the raw frames, per-sample seeded draws) with
+CMD's published ``data.augment`` (crop-resize to 64 frames with the 300-frame cap, then shear or
+joint corruption): the default (direct shard reads, arithmetic per sample in the workers), with
+``data.raw_cache`` (a decompressed memory-mapped copy of the side), through zarr's reader (the
+path before the shard reads), and with the arithmetic in the training process (workers read and
+draw; ``apply_batch`` runs where a GPU would run it, here on the main process's CPU).
 
 The authors' style (CMD's ``feeder/feeder_pretraining_intra.py`` with ``feeder/augmentations.py``,
 re-written here, not copied): the clips padded to 300 frames in one numpy array on disk, opened
@@ -44,9 +49,11 @@ sys.path.insert(0, str(ROOT))
 import psutil  # noqa: E402
 
 from skelkit.store.reader import open_store  # noqa: E402
+from skelkit.train.augment import Clips  # noqa: E402
 from skelkit.train.data import (  # noqa: E402
     SkeletonDataset,
     build_augment,
+    collate,
     make_loader,
     read_side_meta,
     write_random_walk_store,
@@ -167,14 +174,15 @@ def _worker_cpu_seconds() -> float:
 
 def time_loader(loader: Any, set_epoch: Any, batches: int) -> dict[str, float]:
     """Samples/s over ``batches`` batches after the first (worker start-up excluded), and the
-    workers' CPU time per sample."""
-    first = cpu0 = None
+    CPU time per sample of the workers and of this (the training) process."""
+    first = cpu0 = main0 = None
     count = seen = epoch = 0
     while seen < batches + 1:
         set_epoch(epoch)
         for batch in loader:
             if first is None:
-                first, cpu0 = time.perf_counter(), _worker_cpu_seconds()
+                first, cpu0, main0 = (time.perf_counter(), _worker_cpu_seconds(),
+                                      time.process_time())
             else:
                 count += len(batch["q"] if isinstance(batch, dict) else batch[0])
             seen += 1
@@ -183,18 +191,74 @@ def time_loader(loader: Any, set_epoch: Any, batches: int) -> dict[str, float]:
         epoch += 1
     elapsed = time.perf_counter() - first
     return {"samples_per_s": count / elapsed,
-            "cpu_ms": 1e3 * (_worker_cpu_seconds() - cpu0) / max(count, 1)}
+            "cpu_ms": 1e3 * (_worker_cpu_seconds() - cpu0) / max(count, 1),
+            "main_ms": 1e3 * (time.process_time() - main0) / max(count, 1)}
 
 
 def ours(store: Path, protocol: str, workers: int, batch_size: int, batches: int,
-         start_method: str, batch_augment: bool = False,
-         raw_cache: Path | None = None) -> dict[str, float]:
+         start_method: str, **dataset_options: Any) -> dict[str, float]:
     dataset = SkeletonDataset(store, protocol, "train", kind="sequence", mode="train",
                               augment=build_augment(CMD_AUGMENT), window=64, seed=0,
-                              batch_augment=batch_augment, raw_cache=raw_cache)
+                              **dataset_options)
     loader, sampler = make_loader(dataset, batch_size=batch_size, shuffle=True, seed=0,
                                   drop_last=True, num_workers=workers, start_method=start_method)
     result = time_loader(loader, sampler.set_epoch, batches)
+    del loader
+    return result
+
+
+class ReadOnly(Dataset):
+    """The other placement: workers read the clips and make the per-sample draws; the training
+    process does the arithmetic (``apply_batch``) - where a GPU would, as torch ops."""
+
+    def __init__(self, dataset: SkeletonDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitems__(self, keys: list[Any]) -> dict[str, Any]:
+        pairs = [self.dataset._split_key(k) for k in keys]
+        clips = self.dataset._read_clips(np.array([p for p, _ in pairs], np.int64))
+        draws: dict[str, list[Any]] = {"q": [], "k": []}
+        augment = self.dataset.augment
+        for i, (pos, epoch) in enumerate(pairs):
+            rng = self.dataset._rng(pos, epoch)
+            for view in ("q", "k"):
+                draws[view].append(augment.draw(clips.shape(i), rng))  # type: ignore[union-attr]
+        # A tensor crosses to the training process in shared memory (a numpy array is pickled).
+        return {"data": torch.from_numpy(clips.data), "lengths": clips.lengths, "draws": draws}
+
+
+def as_is(batch: Any) -> Any:
+    return batch
+
+
+def _augmented(loader: DataLoader, augment: Any) -> Any:
+    for batch in loader:
+        clips = Clips(batch["data"].numpy(), batch["lengths"])
+        yield {view: torch.from_numpy(augment.apply_batch(clips, d).dense())
+               for view, d in batch["draws"].items()}
+
+
+class _InMain:
+    """Iterates a read-only loader, augmenting each batch in this process."""
+
+    def __init__(self, loader: DataLoader, augment: Any) -> None:
+        self.loader, self.augment = loader, augment
+
+    def __iter__(self) -> Any:
+        return _augmented(self.loader, self.augment)
+
+
+def augment_in_main(store: Path, protocol: str, workers: int, batch_size: int, batches: int,
+                    start_method: str) -> dict[str, float]:
+    dataset = SkeletonDataset(store, protocol, "train", kind="sequence", mode="train",
+                              augment=build_augment(CMD_AUGMENT), window=64, seed=0)
+    loader, sampler = make_loader(ReadOnly(dataset), batch_size=batch_size, shuffle=True, seed=0,
+                                  drop_last=True, num_workers=workers, start_method=start_method)
+    loader.collate_fn = as_is
+    result = time_loader(_InMain(loader, dataset.augment), sampler.set_epoch, batches)
     del loader
     return result
 
@@ -209,29 +273,63 @@ def authors(npy: Path, frames: np.ndarray, workers: int, batch_size: int,
     return result
 
 
-def breakdown(store: Path, protocol: str, batch_size: int, batches: int) -> dict[str, float]:
-    """CPU ms per sample of the store read alone and of the two views' augmentation alone (per
-    sample, batched), in this process, on the same batches."""
-    dataset = SkeletonDataset(store, protocol, "train", kind="sequence", mode="train",
-                              augment=build_augment(CMD_AUGMENT), window=64, seed=0)
+def _cpu_ms(fn: Any, items: list[Any], per: int) -> float:
+    fn(items[0])  # opens files, warms caches
+    start = time.process_time()
+    for item in items:
+        fn(item)
+    return 1e3 * (time.process_time() - start) / (per * len(items))
+
+
+def breakdown(store: Path, protocol: str, batch_size: int, batches: int,
+              cache: Path) -> dict[str, float]:
+    """CPU ms per sample, in this process, on the same batches: the store read by zarr, from the
+    shard files (the default), from the shard files with every chunk already decoded (a
+    per-worker chunk cache that always hits: its upper bound), from ``data.raw_cache``; the two
+    views' augmentation per sample (the default) and batched; the collate."""
+    options = {"zarr": {"shard_reads": False}, "shards": {}, "raw_cache": {"raw_cache": cache}}
+    sets = {name: SkeletonDataset(store, protocol, "train", kind="sequence", mode="train",
+                                  augment=build_augment(CMD_AUGMENT), window=64, seed=0, **kw)
+            for name, kw in options.items()}
     rng = np.random.default_rng(0)
-    keys = [[(int(p), 0) for p in rng.permutation(len(dataset))[:batch_size]]
-            for _ in range(batches)]
-    dataset.__getitems__(keys[0])  # opens the store
-    t = time.process_time()
-    clips = [dataset._read_clips(np.array([p for p, _ in k])) for k in keys]
-    read = time.process_time() - t
-    t = time.process_time()
-    for k, c in zip(keys, clips, strict=True):
-        for i, (p, e) in enumerate(k):
-            dataset._make(p, e, np.ascontiguousarray(c.clip(i)))
-    single = time.process_time() - t
-    t = time.process_time()
-    for k, c in zip(keys, clips, strict=True):
-        dataset._augment_batch(k, c, dataset.augment)  # type: ignore[arg-type]
-    batched = time.process_time() - t
-    n = batch_size * batches
-    return {"read": 1e3 * read / n, "per_sample": 1e3 * single / n, "batched": 1e3 * batched / n}
+    n = len(sets["shards"])
+    keys = [[(int(p), 0) for p in rng.permutation(n)[:batch_size]] for _ in range(batches)]
+    positions = [np.array([p for p, _ in k]) for k in keys]
+    out = {f"read {name}": _cpu_ms(d._read_clips, positions, batch_size)
+           for name, d in sets.items()}
+    dataset = sets["shards"]
+    reader = dataset._reader("raw/joint")
+    if reader is not None:
+        reader.cache_chunks = 1 << 30
+        out["read shards, chunks cached"] = _cpu_ms(dataset._read_clips,
+                                                    positions * 2, batch_size)
+        reader.cache_chunks = 0
+        reader._cache.clear()
+    clips = [dataset._read_clips(p) for p in positions]
+    work = list(zip(keys, positions, clips, strict=True))
+    shape = (3, 64, *clips[0].data.shape[2:])
+    out["augment per sample"] = _cpu_ms(
+        lambda kpc: dataset._augment_each(kpc[0], kpc[1], kpc[2], shape), work, batch_size)
+    out["augment batched"] = _cpu_ms(
+        lambda kpc: dataset._augment_batch(kpc[0], kpc[1], kpc[2], dataset.augment), work,
+        batch_size)
+    items = [dataset.__getitems__(k) for k in keys]
+    out["collate"] = _cpu_ms(collate, items, batch_size)
+    return out
+
+
+def cpu_bound(result: dict[str, float], workers: int, cores: int) -> float:
+    """Samples/s the measured CPU per sample allows with ``workers`` workers on ``cores`` idle
+    cores: each worker, the training process, and all of them together on the cores."""
+    worker, main = result["cpu_ms"] / 1e3, result["main_ms"] / 1e3
+    return min(workers / worker, 1 / max(main, 1e-9), cores / (worker + main))
+
+
+def uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -242,45 +340,60 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--start-method", default="forkserver", choices=["forkserver", "spawn"])
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="runs of every loader, interleaved; the best one is shown (a shared "
+                             "machine's load only ever slows a run down)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         store = args.store or synth_store(Path(tmp))
         npy, frames = padded_array(store, args.protocol, Path(tmp) / "train_data.npy")
+        cache = Path(tmp) / "cache"
         raw = open_store(store).group["raw/joint"]
         print(f"store {store}: train side {len(frames)} clips, raw frames chunked "
               f"{raw.chunks[0]} per chunk, {getattr(raw, 'shards', None) and raw.shards[0]} per "
-              f"shard; batch {args.batch_size}, {args.batches} timed batches; load average "
-              f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-        parts = breakdown(store, args.protocol, args.batch_size, min(args.batches, 10))
-        print(f"CPU ms/sample in one process: store read {parts['read']:.3f}, two views' "
-              f"augmentation per sample {parts['per_sample']:.3f}, batched "
-              f"{parts['batched']:.3f}", flush=True)
-        rows = []
-        for workers in args.workers:  # side by side: the three loaders run back to back
-            per_sample = ours(store, args.protocol, workers, args.batch_size, args.batches,
-                              args.start_method, batch_augment=False)
-            batched = ours(store, args.protocol, workers, args.batch_size, args.batches,
-                           args.start_method, batch_augment=True)
-            cached = ours(store, args.protocol, workers, args.batch_size, args.batches,
-                          args.start_method, raw_cache=Path(tmp) / "cache")
-            theirs = authors(npy, frames, workers, args.batch_size, args.batches)
-            rows.append((workers, per_sample, batched, cached, theirs))
-            print(f"{workers} worker(s): samples/s (worker CPU ms/sample)")
-            for name, r in (("ours, per-sample arithmetic (default)", per_sample),
-                            ("ours, batched arithmetic", batched),
-                            ("ours, data.raw_cache (mmap)", cached),
-                            ("authors' style", theirs)):
-                print(f"  {name:38s} {r['samples_per_s']:6.0f}  ({r['cpu_ms']:.3f})  "
-                      f"ratio to authors' {r['samples_per_s'] / theirs['samples_per_s']:.2f}x",
-                      flush=True)
-        if len(rows) > 1:
-            (w1, *first), (w2, *last) = rows[0], rows[-1]
-            names = ("ours per-sample", "ours batched", "ours raw_cache", "authors' style")
+              f"shard; batch {args.batch_size}, {args.batches} timed batches")
+        print(f"before: {uptime()}")
+        parts = breakdown(store, args.protocol, args.batch_size, min(args.batches, 10), cache)
+        print("CPU ms/sample in one process: " + ", ".join(f"{k} {v:.3f}"
+                                                           for k, v in parts.items()), flush=True)
+        loaders: dict[str, Any] = {
+            "ours, default (shard reads)": lambda w: ours(
+                store, args.protocol, w, args.batch_size, args.batches, args.start_method),
+            "ours, data.raw_cache (mmap)": lambda w: ours(
+                store, args.protocol, w, args.batch_size, args.batches, args.start_method,
+                raw_cache=cache),
+            "ours, zarr reads (before)": lambda w: ours(
+                store, args.protocol, w, args.batch_size, args.batches, args.start_method,
+                shard_reads=False),
+            "ours, arithmetic in the main process": lambda w: augment_in_main(
+                store, args.protocol, w, args.batch_size, args.batches, args.start_method),
+            "authors' style": lambda w: authors(npy, frames, w, args.batch_size, args.batches),
+        }
+        rows: dict[str, dict[int, dict[str, float]]] = {name: {} for name in loaders}
+        cores = os.cpu_count() or 1
+        for workers in args.workers:  # side by side: the loaders run back to back
+            for _ in range(args.repeats):
+                for name, run in loaders.items():
+                    result = run(workers)
+                    best = rows[name].get(workers)
+                    if best is None or result["samples_per_s"] > best["samples_per_s"]:
+                        rows[name][workers] = result
+            theirs = rows["authors' style"][workers]["samples_per_s"]
+            print(f"{workers} worker(s), best of {args.repeats}: samples/s (CPU ms/sample: "
+                  "workers, training process), ratio to authors', the bound that CPU sets on "
+                  f"an idle {cores}-core machine")
+            for name, by_workers in rows.items():
+                r = by_workers[workers]
+                print(f"  {name:38s} {r['samples_per_s']:6.0f}  ({r['cpu_ms']:.3f}, "
+                      f"{r['main_ms']:.3f})  {r['samples_per_s'] / theirs:.2f}x  "
+                      f"bound {cpu_bound(r, workers, cores):6.0f}", flush=True)
+        if len(args.workers) > 1:
+            w1, w2 = args.workers[0], args.workers[-1]
             print(f"scaling {w1} -> {w2} workers: " + ", ".join(
-                f"{n} {b['samples_per_s'] / a['samples_per_s']:.2f}x"
-                for n, a, b in zip(names, first, last, strict=True)))
-        print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+                f"{name} {r[w2]['samples_per_s'] / r[w1]['samples_per_s']:.2f}x"
+                for name, r in rows.items()))
+        print(f"after: {uptime()}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ Each worker opens the store itself on first use (zarr handles are never pickled,
 event-loop thread does not survive fork, hence spawn/forkserver workers). The sampler yields
 ``(position, epoch)`` keys and every sample draws its augmentation from an RNG seeded by
 ``(seed, epoch, sample index)``: the views of a sample depend neither on the worker that made
-them nor on the number of workers or ranks, which is what makes ``--resume`` exact.
+them nor on the number of workers or ranks, which is what makes ``--resume`` exact. A batch's
+frames come straight from the store's shard files (``shardread``) where the layout allows, and
+its views are written into one tensor per view that ``collate`` passes on.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from skelkit.store.reader import Store, open_store
 from skelkit.store.schema import FIXED_FRAMES, MAX_BODIES
 from skelkit.store.writer import SampleBatch, StoreWriter
 from skelkit.train.augment import BatchAugmentation, Clips, build_augmentations, resize_linear
+from skelkit.train.shardread import ShardedRows, open_rows
 
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 View = Callable[[np.ndarray], np.ndarray]
@@ -113,7 +116,8 @@ class SkeletonDataset(Dataset):
     def __init__(self, store_path: str | Path, protocol: str, side: str, *, kind: str,
                  mode: str = "train", augment: Augment | None = None, window: int = 64,
                  seed: int = 0, modality: str = "joint", view: View | None = None,
-                 batch_augment: bool = False, raw_cache: str | Path | None = None) -> None:
+                 batch_augment: bool = False, raw_cache: str | Path | None = None,
+                 shard_reads: bool = True) -> None:
         if kind not in INPUT_KINDS:
             raise ValueError(f"input kind must be one of {INPUT_KINDS}, not {kind!r}")
         if mode not in ("train", "embed"):
@@ -122,9 +126,9 @@ class SkeletonDataset(Dataset):
         self.protocol, self.side, self.kind, self.mode = protocol, side, kind, mode
         self.augment = augment
         # Per-sample draws either way (the same views, bit for bit). Off by default: on the CPU
-        # workers numpy on one 64-frame clip at a time stays in cache and measured as fast or
-        # faster than the batch (bench/loader.py, CMD views: 0.16 vs 0.42 ms CPU per sample);
-        # the batched arithmetic is the form an on-device augmentation takes.
+        # workers numpy on one 64-frame clip at a time stays in cache and measured faster than
+        # the batch (bench/loader.py, CMD views: 0.13 vs 0.30 ms CPU per sample); the batched
+        # arithmetic is the form an on-device augmentation takes.
         self.batch_augment = batch_augment
         self.view = view
         self.window = int(window)
@@ -142,6 +146,10 @@ class SkeletonDataset(Dataset):
             self._cache = side_frame_cache(store, self.meta, self.store_path, protocol, side,
                                            raw_cache)
         self._cache_frames: np.ndarray | None = None
+        # Per process: the store's arrays read from their shard files (None: through zarr).
+        # ``shard_reads=False`` always reads through zarr (the benchmark's and tests' reference).
+        self.shard_reads = shard_reads
+        self._readers: dict[str, ShardedRows | None] = {}
 
     def __len__(self) -> int:
         return len(self.meta.indices)
@@ -151,6 +159,7 @@ class SkeletonDataset(Dataset):
         state = self.__dict__.copy()
         state["_store"] = None
         state["_cache_frames"] = None
+        state["_readers"] = {}
         return state
 
     @property
@@ -161,13 +170,30 @@ class SkeletonDataset(Dataset):
 
     # --- reading ---------------------------------------------------------------------------
 
+    def _reader(self, name: str) -> ShardedRows | None:
+        if name not in self._readers:
+            self._readers[name] = (open_rows(self.store_path, name,
+                                             self.store.group[name].metadata.to_dict())
+                                   if self.shard_reads else None)
+        return self._readers[name]
+
+    def _rows(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """``array[rows]`` of the store's array ``name`` for sorted unique ``rows``: straight
+        from the shard files (``shardread``: a tenth of zarr's CPU per chunk), or through zarr
+        for a layout that reader does not handle."""
+        reader = self._reader(name)
+        if reader is not None:
+            return reader.read(rows)
+        array = self.store.group[name]
+        return np.asarray(array.oindex[rows], np.float32)
+
     def _read_clips(self, positions: np.ndarray) -> Clips:
         """The joints of the given side positions, in order, with one zarr call, as frames-major
         :class:`Clips` (the raw frames' own layout: no per-sample copies)."""
         rows = self.meta.indices[positions]
         if self.kind == "fixed":
             order = np.argsort(rows, kind="stable")
-            block = np.asarray(self.store.fixed(self.modality).oindex[rows[order]], np.float32)
+            block = np.asarray(self._rows(f"fixed/{self.modality}", rows[order]), np.float32)
             # block[j] is row order[j]: the inverse permutation puts them back in request order.
             return Clips.from_dense(block[np.argsort(order, kind="stable")])
         if self._cache is not None:
@@ -176,7 +202,7 @@ class SkeletonDataset(Dataset):
         frames = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)])
         # Sorted unique frame indices read the raw chunks once each, concurrently inside zarr.
         uniq, inverse = np.unique(frames, return_inverse=True)
-        block = np.asarray(self.store.group["raw/joint"].oindex[uniq], np.float32)[inverse]
+        block = np.asarray(self._rows("raw/joint", uniq), np.float32)[inverse]
         return Clips.from_frames(block, hi - lo)
 
     def _read_cached(self, positions: np.ndarray) -> Clips:
@@ -212,8 +238,8 @@ class SkeletonDataset(Dataset):
         item["k"] = np.ascontiguousarray(aug(x, rng), dtype=np.float32)
         return item
 
-    def _augment_batch(self, pairs: list[tuple[int, int]], clips: Clips,
-                       augment: BatchAugmentation) -> list[dict[str, Any]]:
+    def _augment_batch(self, pairs: list[tuple[int, int]], positions: np.ndarray, clips: Clips,
+                       augment: BatchAugmentation) -> Batch:
         """Both views of every sample: per sample, q's draws then k's from its own generator
         (as ``_make`` draws them), then the arithmetic once for the whole batch per view."""
         draws: dict[str, list[Any]] = {"q": [], "k": []}
@@ -222,8 +248,46 @@ class SkeletonDataset(Dataset):
             for view in ("q", "k"):
                 draws[view].append(augment.draw(shape, rng))
         views = {view: augment.apply_batch(clips, d).dense() for view, d in draws.items()}
-        return [{**self._labels(pos), "q": views["q"][i], "k": views["k"][i]}
-                for i, (pos, _) in enumerate(pairs)]
+        return self._batch(positions, {view: (torch.from_numpy(a), a) for view, a in views.items()})
+
+    def _augment_each(self, pairs: list[tuple[int, int]], positions: np.ndarray, clips: Clips,
+                      shape: tuple[int, ...]) -> Batch:
+        """Both views of every sample, one sample at a time (``_make``'s draws and arithmetic),
+        each written straight into its row of the batch's view arrays."""
+        views = {view: _batch_tensor((len(pairs), *shape)) for view in ("q", "k")}
+        q, k = views["q"][1], views["k"][1]
+        augment = self.augment or (lambda a, _r: a)
+        bounds = np.concatenate([[0], np.cumsum(clips.lengths)]).tolist()
+        for i, (pos, epoch) in enumerate(pairs):
+            x = np.ascontiguousarray(clips.data[:, bounds[i]:bounds[i + 1]])
+            rng = self._rng(pos, epoch)
+            q[i] = augment(x, rng)
+            k[i] = augment(x, rng)
+        return self._batch(positions, views)
+
+    def _batch(self, positions: np.ndarray,
+               views: dict[str, tuple[torch.Tensor, np.ndarray]]) -> Batch:
+        """The batch's per-sample items and, for ``collate``, one tensor per key (each view's
+        tensor and an array sharing its memory)."""
+        gammas = self.meta.gammas[positions].astype(np.float32)
+        indices = self.meta.indices[positions].astype(np.int64)
+        labels = self.meta.labels[positions].astype(np.int64)
+        stacked = {"gamma": torch.from_numpy(gammas), "index": torch.from_numpy(indices),
+                   "label": torch.from_numpy(labels),
+                   **{key: tensor for key, (tensor, _) in views.items()}}
+        index_list, label_list = indices.tolist(), labels.tolist()
+        items = [{"gamma": gammas[i], "index": index_list[i], "label": label_list[i],
+                  **{key: array[i] for key, (_, array) in views.items()}}
+                 for i in range(len(positions))]
+        return Batch(items, stacked)
+
+    def _common_out_shape(self, clips: Clips) -> tuple[int, ...] | None:
+        """The one shape every sample's views take (None when they differ, e.g. no temporal
+        resize, or the augmentation is a plain function)."""
+        if not isinstance(self.augment, BatchAugmentation):
+            return None
+        shapes = {self.augment.out_shape(clips.shape(i)) for i in range(len(clips))}
+        return shapes.pop() if len(shapes) == 1 else None
 
     @staticmethod
     def _split_key(key: Any) -> tuple[int, int]:
@@ -239,9 +303,12 @@ class SkeletonDataset(Dataset):
         pairs = [self._split_key(k) for k in keys]
         positions = np.array([p for p, _ in pairs], dtype=np.int64)
         clips = self._read_clips(positions)
-        if (self.batch_augment and self.mode == "train"
-                and isinstance(self.augment, BatchAugmentation)):
-            return self._augment_batch(pairs, clips, self.augment)
+        if self.mode == "train" and len(pairs):
+            shape = self._common_out_shape(clips)
+            if shape is not None and self.batch_augment:
+                return self._augment_batch(pairs, positions, clips, self.augment)  # type: ignore[arg-type]
+            if shape is not None:
+                return self._augment_each(pairs, positions, clips, shape)
         return [self._make(p, e, np.ascontiguousarray(clips.clip(i)))
                 for i, (p, e) in enumerate(pairs)]
 
@@ -271,7 +338,31 @@ class EpochSampler(Sampler[tuple[int, int]]):
             yield (int(pos), epoch)
 
 
+class Batch(list):
+    """The items of one fetch (per-sample dicts, as ever) whose values are rows of one tensor per
+    key (``stacked``): ``collate`` hands those on as they are, so a worker sends one block per
+    key, already in shared memory, instead of stacking copies that are then copied again."""
+
+    def __init__(self, items: list[dict[str, Any]], stacked: dict[str, torch.Tensor]) -> None:
+        super().__init__(items)
+        self.stacked = stacked
+
+
+def _batch_tensor(shape: tuple[int, ...]) -> tuple[torch.Tensor, np.ndarray]:
+    """An uninitialised float32 batch tensor and an array sharing its memory; in a DataLoader
+    worker, in shared memory (where the worker would otherwise copy it to send it). In the
+    training process the array comes first (no ``Tensor.numpy()``: the host-sync test counts
+    those)."""
+    if torch.utils.data.get_worker_info() is None:
+        array = np.empty(shape, np.float32)
+        return torch.from_numpy(array), array
+    tensor = torch.empty(shape, dtype=torch.float32).share_memory_()
+    return tensor, tensor.numpy()
+
+
 def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    if isinstance(items, Batch):
+        return dict(items.stacked)
     out: dict[str, torch.Tensor] = {}
     for key in items[0]:
         values = [it[key] for it in items]

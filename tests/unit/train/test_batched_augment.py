@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from skelkit.train.augment import (
     BatchAugmentation,
@@ -25,7 +26,13 @@ from skelkit.train.augment import (
     TemporalPadCrop,
 )
 from skelkit.train.config import resolve_run_config
-from skelkit.train.data import SkeletonDataset, build_augment, write_random_walk_store
+from skelkit.train.data import (
+    Batch,
+    SkeletonDataset,
+    build_augment,
+    collate,
+    write_random_walk_store,
+)
 from skelkit.train.runs import method_class
 
 AUGMENTATIONS = [
@@ -138,3 +145,23 @@ def test_the_raw_frame_cache_gives_the_same_views(store: Path, tmp_path: Path) -
     assert files[0].stat().st_mtime_ns == stamp
     SkeletonDataset(store, "xsub", "test", kind="sequence", augment=aug, raw_cache=tmp_path / "cache")
     assert len(list((tmp_path / "cache").iterdir())) == 2  # the other side: its own file
+
+
+@pytest.mark.parametrize("batch_augment", [False, True])
+def test_a_fetch_collates_to_its_stacked_tensors(store: Path, batch_augment: bool) -> None:
+    """A training fetch hands ``collate`` one tensor per key (no stacking of copies): the same
+    tensors, dtypes and values that stacking its per-sample items gives."""
+    cfg = resolve_run_config("cmd", method_class("cmd"), "tiny")
+    dataset = SkeletonDataset(store, "xsub", "train", kind="sequence",
+                              augment=build_augment(cfg.data.augment), seed=4,
+                              batch_augment=batch_augment)
+    keys = [(i, 1) for i in range(len(dataset))][::-2]
+    fetched = dataset.__getitems__(keys)
+    assert isinstance(fetched, Batch)
+    got, want = collate(fetched), collate(list(fetched))
+    assert got.keys() == want.keys() == {"q", "k", "gamma", "index", "label"}
+    for key, tensor in want.items():
+        assert got[key].dtype == tensor.dtype and torch.equal(got[key], tensor), key
+    assert got["index"].tolist() == [int(dataset.meta.indices[p]) for p, _ in keys]
+    single = dataset[keys[0]]
+    assert np.array_equal(single["q"], fetched[0]["q"]) and single["label"] == fetched[0]["label"]
