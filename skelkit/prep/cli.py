@@ -14,6 +14,7 @@ import click
 
 from skelkit.cli_options import version_option
 from skelkit.errors import CONTEXT_SETTINGS, EXIT_INTERNAL, InputError, SkelkitGroup
+from skelkit.prep.limits import DEFAULT_MAX_FILE_MB
 from skelkit.store.schema import FIXED_FRAMES
 
 # The formats, the build, the store reader and the generator pull in numba, zarr, pandas, dask
@@ -154,10 +155,14 @@ def synth(dataset: str, out: Path, classes: int | None, performers: int | None, 
 @click.option("--allow-outside-raw", is_flag=True,
               help="generic: admit manifest files outside --raw (by default such rows are "
                    "skipped with a reason).")
+@click.option("--max-file-mb", type=float, default=DEFAULT_MAX_FILE_MB,
+              help="Skip raw files larger than this many MB (10^6 bytes) without reading them "
+                   "(a reason in the report); 0: no limit. The default is 25 times the "
+                   "largest genuine file.")
 def build(dataset: str, raw: Path, out: Path, frames: int, workers: int | None,
           scheduler: str | None, missing: Path | None, resume: bool, overwrite: bool,
           manifest: Path | None, layout: str | None, normalise: str,
-          allow_outside_raw: bool) -> None:
+          allow_outside_raw: bool, max_file_mb: float) -> None:
     """Build a store from raw files (parallel on dask, resumable)."""
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite exclude each other")
@@ -172,7 +177,7 @@ def build(dataset: str, raw: Path, out: Path, frames: int, workers: int | None,
     opts = BuildOptions(dataset=dataset, raw=raw, out=out, frames=frames, workers=workers,
                         scheduler=scheduler, missing=missing, resume=resume, overwrite=overwrite,
                         manifest=manifest, layout=layout, normalise=normalise,
-                        allow_outside_raw=allow_outside_raw)
+                        allow_outside_raw=allow_outside_raw, max_file_mb=max_file_mb)
     click.echo(format_report(build_store(opts)))
 
 
