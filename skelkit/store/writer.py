@@ -17,7 +17,7 @@ from zarr.codecs import BloscCodec, ZstdCodec
 from skelkit import __version__
 from skelkit.failpoints import failpoint
 from skelkit.store.chunks import checksummed, write_every_chunk
-from skelkit.store.durable import fsync_dir
+from skelkit.store.durable import DiskFullError, disk_full_is_one_line, fsync_dir
 from skelkit.store.errors import StoreError
 from skelkit.store.layout import Layout
 from skelkit.store.schema import FORMAT, SAMPLE_COLUMNS, VERSION
@@ -124,10 +124,14 @@ class StoreWriter:
             "complete": False,
             "progress": {"n_samples": 0, "n_frames": 0},
         }
-        with write_every_chunk():
-            cls._create_arrays(staging, attributes, layout, frames, max_bodies, modalities,
-                               protocols, chunk_samples, shard_samples, chunk_frames,
-                               shard_frames)
+        try:
+            with write_every_chunk(), disk_full_is_one_line(path, then="rerun"):
+                cls._create_arrays(staging, attributes, layout, frames, max_bodies, modalities,
+                                   protocols, chunk_samples, shard_samples, chunk_frames,
+                                   shard_frames)
+        except DiskFullError:
+            shutil.rmtree(staging, ignore_errors=True)  # no half-created store is left
+            raise
         failpoint("store-create-arrays")
         if path.exists():
             shutil.rmtree(path)  # --overwrite: a kill from here to the rename leaves no store
@@ -205,7 +209,10 @@ class StoreWriter:
         return self._n_samples
 
     def append(self, batch: SampleBatch) -> None:
-        with write_every_chunk():  # the arrays are opened inside: they take the setting
+        # The arrays are opened inside, so they take the setting. A full disk part way leaves
+        # a batch that was never committed: --resume cuts it off (zarr writes every chunk under
+        # a temporary name and removes it when the write fails).
+        with write_every_chunk(), disk_full_is_one_line(self.path):
             self._append(batch)
 
     def _append(self, batch: SampleBatch) -> None:
@@ -230,6 +237,7 @@ class StoreWriter:
         self.group["raw/joint"].append(np.concatenate(batch.raw, axis=0).astype(np.float32))
         offsets = self._n_frames + np.cumsum(lengths)
         self.group["raw/offsets"].append(offsets)
+        failpoint("store-append")  # fault injection: half a batch written
         for mod in self.modalities:
             self.group[f"fixed/{mod}"].append(np.asarray(batch.fixed[mod], dtype=np.float32))
         self._n_samples += n
@@ -239,9 +247,14 @@ class StoreWriter:
         """Record what is durably written; resume truncates to exactly this point."""
         progress = dict(state or {})
         progress.update(n_samples=self._n_samples, n_frames=self._n_frames)
-        self.group.attrs["progress"] = progress
+        with disk_full_is_one_line(self.path):
+            self.group.attrs["progress"] = progress
 
     def finalize(self, report: dict[str, Any]) -> None:
+        with disk_full_is_one_line(self.path):  # `complete` is still False: --resume finishes
+            self._finalize(report)
+
+    def _finalize(self, report: dict[str, Any]) -> None:
         self.commit_progress(self.progress)
         self.group.attrs["report"] = report
         self.group.attrs["num_samples"] = self._n_samples

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from skelkit.failpoints import failpoint
 from skelkit.knn import knn_evaluate
 from skelkit.store.chunks import ChunkReadError, require_all_chunks
+from skelkit.store.durable import write_atomically
 from skelkit.store.lock import WriterLock
 from skelkit.store.reader import Store, StoreError, open_store
 from skelkit.store.rundir import MetricsLog, RunDir
@@ -299,7 +300,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
                          metric_columns=("knn_top1",) if cfg.engine.knn_every else ())
         config_text = cfg.to_yaml()
         if ctx.is_main:
-            rundir.config.write_text(config_text)
+            write_atomically(rundir.config, config_text.encode())
             files.reconcile_metrics(start_epoch, resume)
             LOG.info("%s run %s: method %s, store %s (build %s), protocol %s, device %s, world %d, "
                      "epochs %d-%d", "resumed" if resume else "new", run_dir, cfg.method,

@@ -19,6 +19,7 @@ from skelkit.store.chunks import (
     store_arrays,
     store_missing_chunks,
 )
+from skelkit.store.errors import StoreError
 from skelkit.store.layout import NTU25
 from skelkit.store.reader import open_store
 from skelkit.store.writer import SampleBatch, StoreWriter, consolidate
@@ -185,18 +186,28 @@ def walk_store(tmp_path: Path) -> Path:
                                    frames=(20, 40), seed=5)
 
 
-@pytest.mark.parametrize("array, key", [("samples/label", "c/0"), ("raw/joint", "c/0/0/0/0"),
-                                        ("fixed/joint", "c/0/0/0/0/0")])
 def test_training_refuses_a_store_with_a_missing_chunk_in_one_line(
-        walk_store: Path, tmp_path: Path, array: str, key: str) -> None:
-    (walk_store / array / key).unlink()
+        walk_store: Path, tmp_path: Path) -> None:
+    (walk_store / "samples" / "label" / "c" / "0").unlink()
     run_dir = tmp_path / "run"
     code, lines = skeltrain(walk_store, run_dir)
     assert code == 2
-    assert len(lines) == 1, lines
-    assert lines[0].startswith(f"skeltrain run: error: {walk_store}: {array}: chunk file {key}")
-    assert "is missing" in lines[0]
+    assert lines == [f"skeltrain run: error: {walk_store}: samples/label: chunk file c/0 (rows "
+                     f"0-17) is missing (zarr would read it as zeros); the store is damaged: "
+                     f"`skelprep verify {walk_store}` lists it all, rebuild with --overwrite"]
     assert not run_dir.exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("array, key", [("raw/joint", "c/0/0/0/0"),
+                                        ("fixed/joint", "c/0/0/0/0/0")])
+def test_the_trainers_start_check_finds_every_array(walk_store: Path, array: str,
+                                                    key: str) -> None:
+    from skelkit.store.chunks import require_all_chunks
+
+    require_all_chunks(walk_store, zarr.open_group(str(walk_store), mode="r"))
+    (walk_store / array / key).unlink()
+    with pytest.raises(StoreError, match=f"{array}: chunk file {key} .* is missing"):
+        require_all_chunks(walk_store, zarr.open_group(str(walk_store), mode="r"))
 
 
 def test_training_on_a_flipped_byte_stops_with_one_line(walk_store: Path, tmp_path: Path
