@@ -233,6 +233,8 @@ class CheckedArray:
         return np.asarray(values, dtype=dtype)
 
     def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__") or attr in ("_array", "_store_path", "_name"):
+            raise AttributeError(attr)  # before __init__ ran (copy, pickle): no recursion
         return getattr(self._array, attr)
 
     def __repr__(self) -> str:
@@ -272,6 +274,8 @@ class CheckedGroup:
         return iter(self._group)
 
     def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__") or attr in ("_group", "_store_path", "_prefix"):
+            raise AttributeError(attr)  # before __init__ ran (copy, pickle): no recursion
         return getattr(self._group, attr)
 
     @property

@@ -353,10 +353,11 @@ floor covers the few hundred of a genuine empty recording."""
 def header_beyond_file(data: bytes, num_joints: int, max_slots: int) -> str | None:
     """Why the frame count on the first line cannot be honoured by a file of this size, or None.
 
-    Every frame takes at least one line (its body count), so a header promising more frames
-    than the file has lines after it lies (or the file is cut short); and a count whose frames
-    would take more memory than PARSE_MEMORY_* allow is no recording. Both are refused before
-    the parser allocates (max_slots, frames, V, 3) floats for them."""
+    The parser allocates (max_slots, frames, V, 3) floats for the header's count: more than
+    PARSE_MEMORY_* allow is refused here, before it allocates. Every frame takes at least one
+    line (its body count), so such a header that promises more frames than the file has lines
+    lies (or the file is cut short); one that does not is a file of frames without bodies. A
+    smaller count is left to the parser, which names the exact line where a short file ends."""
     end = data.find(b"\n")
     if end < 0:
         return None  # a one-line file: the parser reports what is wrong with it
@@ -364,18 +365,18 @@ def header_beyond_file(data: bytes, num_joints: int, max_slots: int) -> str | No
     if len(first) != 1 or not first[0].isdigit():
         return None  # not a count: the parser names the token
     frames = int(first[0])
+    need = frames * max_slots * num_joints * 3 * 4
+    allowed = max(PARSE_MEMORY_FLOOR, PARSE_MEMORY_PER_FILE_BYTE * len(data))
+    if need <= allowed:
+        return None
     lines_after = data.count(b"\n", end + 1) + (0 if data.endswith(b"\n") else 1)
     if frames > lines_after:
         return (f"the header promises {frames} frames but the file ({len(data)} bytes) has only "
                 f"{lines_after} lines after it, and every frame takes at least one: a wrong "
                 f"header or a truncated file")
-    need = frames * max_slots * num_joints * 3 * 4
-    allowed = max(PARSE_MEMORY_FLOOR, PARSE_MEMORY_PER_FILE_BYTE * len(data))
-    if need > allowed:
-        return (f"the header's {frames} frames would take {need / 1e6:.0f} MB in memory, more "
-                f"than a {len(data) / 1e6:.1f} MB file may ({allowed / 1e6:.0f} MB): frames "
-                f"without bodies, not a recording")
-    return None
+    return (f"the header's {frames} frames would take {need / 1e6:.0f} MB in memory, more "
+            f"than a {len(data) / 1e6:.1f} MB file may ({allowed / 1e6:.0f} MB): frames "
+            f"without bodies, not a recording")
 
 
 def parse_ntu_bytes(data: bytes, num_joints: int, max_slots: int = 4) -> NtuRaw:
