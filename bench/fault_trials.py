@@ -322,10 +322,13 @@ def trial_enospc(work: Path, draw: random.Random, raw: Path, clean, store: Path,
         point = site
         code, lines, _ = run_command(args, env={"SKELKIT_ENOSPC_AT": point})
         after = not out.exists() and run_command(args)[0] == 0 and out.is_file()
-    one_line = len(lines) == 1 and "no space left on device writing" in lines[0]
+    # One error line, no traceback (a build's progress bar may precede it on stderr).
+    one_line = (bool(lines) and "no space left on device writing" in lines[-1]
+                and sum("error" in line for line in lines) == 1
+                and not any("Traceback" in line for line in lines))
     clean_dir = not [p for p in work.rglob("*.partial*")]
     ok = code == 2 and one_line and clean_dir and after
-    return "ok" if ok else f"FAIL {point}: exit {code} {lines[-1:]} partial-free {clean_dir} after {after}"
+    return f"ok ({point})" if ok else f"FAIL {point}: exit {code} {lines[-1:]} partial-free {clean_dir} after {after}"
 
 
 def _ppid(pid: int) -> int | None:

@@ -186,10 +186,11 @@ def describe_read_failure(store_path: str | Path, name: str, array: zarr.Array, 
         except Exception as exc:
             key = array.metadata.encode_chunk_key(
                 (lo // (array.shards or array.chunks)[0],) + (0,) * (array.ndim - 1))
-            inside = f" in file {key}" if array.shards is not None else f" (file {key})"
-            return (f"{store_path}: {name}: chunk {int(c)}{inside} ({_rows(lo, min(lo + step, array.shape[0]))}) "
-                    f"cannot be read: {_reason(exc)}; the store is damaged: rebuild it with "
-                    f"--overwrite")
+            rows = _rows(lo, min(lo + step, array.shape[0]))
+            where = (f"chunk {int(c)} in file {key}" if array.shards is not None
+                     else f"chunk file {key}")
+            return (f"{store_path}: {name}: {where} ({rows}) cannot be read: {_reason(exc)}; "
+                    f"the store is damaged: rebuild it with --overwrite")
     return f"{store_path}: {name}: cannot be read: {_reason(error)}"
 
 

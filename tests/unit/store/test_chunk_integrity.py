@@ -143,7 +143,7 @@ def test_verify_names_a_flipped_byte_in_one_line(tmp_path: Path) -> None:
     code, lines = verify(store)
     assert code == 1
     assert len(lines) == 1 and lines[0].startswith(
-        f"skelprep verify: {store}: samples/label: chunk 0 (file c/0) (rows 0-9) cannot be "
+        f"skelprep verify: {store}: samples/label: chunk file c/0 (rows 0-9) cannot be "
         "read: checksum mismatch"), lines
 
 
