@@ -20,6 +20,8 @@ from sklearn.manifold import TSNE
 from skelkit.action_names import class_labels
 from skelkit.errors import one_line
 from skelkit.eval.errors import EvalInputError
+from skelkit.failpoints import failpoint
+from skelkit.store.durable import disk_full_is_one_line, partial_path
 from skelkit.store.rundir import RunDir
 
 REQUIRED_METRIC_COLUMNS = ("epoch", "loss")
@@ -246,8 +248,15 @@ def _wide_positive_range(frame: pd.DataFrame, columns: list[str]) -> bool:
 
 def _save(fig: Figure, out: str | Path) -> None:
     out = Path(out)
+    temp = partial_path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out)
+        # Under a temporary name (the format from the real one's extension), renamed when whole.
+        with disk_full_is_one_line(out, then="rerun", remove=[temp]):
+            fig.savefig(temp, format=out.suffix.lstrip(".") or None)
+            failpoint("write-figure")
+            temp.replace(out)
     except OSError as err:
         raise EvalInputError(f"{out}: cannot write figure ({err.strerror or err})") from None
+    finally:
+        temp.unlink(missing_ok=True)

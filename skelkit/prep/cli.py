@@ -14,6 +14,7 @@ import click
 
 from skelkit.cli_options import version_option
 from skelkit.errors import CONTEXT_SETTINGS, EXIT_INTERNAL, InputError, SkelkitGroup
+from skelkit.prep.limits import DEFAULT_MAX_FILE_MB
 from skelkit.store.schema import FIXED_FRAMES
 
 # The formats, the build, the store reader and the generator pull in numba, zarr, pandas, dask
@@ -154,10 +155,14 @@ def synth(dataset: str, out: Path, classes: int | None, performers: int | None, 
 @click.option("--allow-outside-raw", is_flag=True,
               help="generic: admit manifest files outside --raw (by default such rows are "
                    "skipped with a reason).")
+@click.option("--max-file-mb", type=float, default=DEFAULT_MAX_FILE_MB,
+              help="Skip raw files larger than this many MB (10^6 bytes) without reading them "
+                   "(a reason in the report); 0: no limit. The default is 25 times the "
+                   "largest genuine file.")
 def build(dataset: str, raw: Path, out: Path, frames: int, workers: int | None,
           scheduler: str | None, missing: Path | None, resume: bool, overwrite: bool,
           manifest: Path | None, layout: str | None, normalise: str,
-          allow_outside_raw: bool) -> None:
+          allow_outside_raw: bool, max_file_mb: float) -> None:
     """Build a store from raw files (parallel on dask, resumable)."""
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite exclude each other")
@@ -172,7 +177,7 @@ def build(dataset: str, raw: Path, out: Path, frames: int, workers: int | None,
     opts = BuildOptions(dataset=dataset, raw=raw, out=out, frames=frames, workers=workers,
                         scheduler=scheduler, missing=missing, resume=resume, overwrite=overwrite,
                         manifest=manifest, layout=layout, normalise=normalise,
-                        allow_outside_raw=allow_outside_raw)
+                        allow_outside_raw=allow_outside_raw, max_file_mb=max_file_mb)
     click.echo(format_report(build_store(opts)))
 
 
@@ -195,18 +200,28 @@ def info(store: Path, as_json: bool) -> None:
 def verify(store: Path, subset: int) -> None:
     """Check schema, shapes, dtypes, finite values, offsets, splits and modality derivation.
 
+    Every chunk the arrays need must be stored (a missing one would read as zeros), and every
+    chunk is read once, its checksum checked (stores of format 2): a full read of the store.
     Exit 0: the store passed; 1: it failed a check (one line per problem); 2: not a store.
     """
     _existing_store(store)
+    import time
+
     from skelkit.prep.verify import verify_store
 
+    started = time.perf_counter()
     problems, summary = verify_store(store, subset=subset)
+    seconds = time.perf_counter() - started
+    if summary.get("note"):
+        click.echo(f"skelprep verify: note: {summary['note']}", err=True)
     if problems:
         for p in problems:
             click.echo(f"skelprep verify: {p}", err=True)
         sys.exit(EXIT_VERIFY_FAILED)
+    checked = "checksums verified" if summary.get("checksums") else "no checksums to verify"
     click.echo(f"{store}: ok ({summary.get('dataset')}, {summary.get('samples')} samples, "
-               f"{summary.get('rederived', 0)} re-derived)")
+               f"{summary.get('rederived', 0)} re-derived; every chunk present and read, "
+               f"{checked}: {summary.get('bytes', 0) / 1e6:.1f} MB in {seconds:.1f} s)")
 
 
 if __name__ == "__main__":

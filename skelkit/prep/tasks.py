@@ -104,8 +104,11 @@ class DatasetSpec:
     """A tag for the sample-name scheme of a dataset whose names changed between skelkit
     versions (UTD-MHAD); a resume refuses a store started under another scheme."""
 
-    def discover(self, raw: str | Path, missing_file: str | Path | None = None) -> Discovery:
-        """The ordered work list of ``raw``; DatasetError if the folder holds nothing to build."""
+    def discover(self, raw: str | Path, missing_file: str | Path | None = None,
+                 max_file_bytes: int | None = None) -> Discovery:
+        """The ordered work list of ``raw``; DatasetError if the folder holds nothing to build.
+
+        Files larger than ``max_file_bytes`` are skipped with a reason, unread."""
         raw = Path(raw)
         if not raw.exists():
             raise DatasetError(f"raw folder {raw} does not exist")
@@ -113,12 +116,28 @@ class DatasetSpec:
             raise DatasetError(f"raw path {raw} is not a folder")
         if not any(raw.iterdir()):
             raise DatasetError(f"raw folder {raw} is empty")
-        return self.discover_fn(raw, load_missing(missing_file, self.missing_resource))
+        found = self.discover_fn(raw, load_missing(missing_file, self.missing_resource))
+        return skip_oversize(found, max_file_bytes) if max_file_bytes is not None else found
 
     def splits(self, columns: dict[str, np.ndarray],
                split_lists: dict[str, list[str]]) -> dict[str, np.ndarray]:
         """int8 per sample and protocol: 0 train, 1 test."""
         return self.splits_fn(columns, split_lists)
+
+
+def skip_oversize(disc: Discovery, max_file_bytes: int) -> Discovery:
+    """``disc`` without the tasks whose file is larger than ``max_file_bytes``: each of their
+    samples becomes a Skip (kind ``too_large``). Decided from the file's size on disk (a sparse
+    file counts at its full size), so such a file is never read."""
+    kept = [t for t in disc.tasks if t.size <= max_file_bytes]
+    if len(kept) == len(disc.tasks):
+        return disc
+    limit = f"{max_file_bytes / 1e6:g}"
+    skipped = [Skip(spec.name, t.file, None, f"file is {t.size / 1e6:.1f} MB, above "
+                    f"--max-file-mb {limit}: not read", "too_large")
+               for t in disc.tasks if t.size > max_file_bytes for spec in t.samples]
+    return Discovery(kept, [*disc.skipped, *skipped], files_found=disc.files_found,
+                     excluded=disc.excluded, split_lists=disc.split_lists)
 
 
 def load_missing(path: str | Path | None, default_resource: str | None) -> set[str]:

@@ -10,6 +10,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from skelkit.failpoints import failpoint
+from skelkit.store.durable import disk_full_is_one_line, partial_path
 from skelkit.store.errors import EmbeddingFileError
 
 GROUPS = ("train", "test")
@@ -68,16 +70,24 @@ def _integral(label: np.ndarray) -> np.ndarray:
 def write_embeddings(path: str | Path, groups: dict[str, EmbeddingGroup], attrs: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".partial")
-    with h5py.File(tmp, "w") as f:
-        for key, value in attrs.items():
-            f.attrs[key] = value if isinstance(value, (str, int, float, np.number)) else json.dumps(value)
-        for gname, g in groups.items():
-            grp = f.create_group(gname)
-            grp.create_dataset("embedding", data=g.embedding)
-            grp.create_dataset("label", data=g.label)
-            grp.create_dataset("name", data=g.name.astype(object), dtype=h5py.string_dtype("utf-8"))
-    tmp.replace(path)  # a reader never sees a half-written file
+    tmp = partial_path(path)
+    try:
+        with disk_full_is_one_line(path, then="rerun", remove=[tmp]):
+            with h5py.File(tmp, "w") as f:
+                for key, value in attrs.items():
+                    f.attrs[key] = (value if isinstance(value, (str, int, float, np.number))
+                                    else json.dumps(value))
+                for gname, g in groups.items():
+                    grp = f.create_group(gname)
+                    grp.create_dataset("embedding", data=g.embedding)
+                    grp.create_dataset("label", data=g.label)
+                    grp.create_dataset("name", data=g.name.astype(object),
+                                       dtype=h5py.string_dtype("utf-8"))
+                    failpoint("write-embeddings")
+            tmp.replace(path)  # a reader never sees a half-written file
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # whatever stopped the write, no .partial is left
+        raise
 
 
 def read_embeddings(path: str | Path, groups: tuple[str, ...] = GROUPS) -> tuple[dict[str, EmbeddingGroup], dict[str, Any]]:

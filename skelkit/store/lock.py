@@ -100,6 +100,32 @@ class WriterLock:
         self.release()
 
 
+def require_unheld(path: str | Path, what: str | Path) -> None:
+    """LockHeldError naming the holder when the lock file at ``path`` names a live process of
+    this host; nothing otherwise. Only reads the file (never locks it, so it cannot get in the
+    way of a writer taking the lock): a check placed before others whose message would name
+    the wrong cause; the writer still takes the lock itself."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        holder = _read_holder(fd)
+    finally:
+        os.close(fd)
+    pid = holder.get("pid")
+    if holder.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return  # a killed holder's file: the writer takes it over with a message
+    except PermissionError:
+        pass  # alive, another user's
+    raise LockHeldError(f"{what} is being written by {_holder_text(holder)}; wait for it to "
+                        f"finish or stop it (lock file {path})")
+
+
 def _read_holder(fd: int) -> dict[str, object]:
     """What a lock file says about its holder ({} for an empty or unreadable one)."""
     try:

@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import zarr
 
+from skelkit.store.chunks import CheckedArray, CheckedGroup
 from skelkit.store.errors import StoreError
 from skelkit.store.layout import Layout
-from skelkit.store.schema import FORMAT, REQUIRED_ATTRS, SAMPLE_COLUMNS, SPLIT_SIDES, VERSION
+from skelkit.store.schema import FORMAT, READABLE_VERSIONS, REQUIRED_ATTRS, SAMPLE_COLUMNS, SPLIT_SIDES
 
 
 class Store:
@@ -20,7 +21,8 @@ class Store:
 
     def __init__(self, path: Path, group: zarr.Group) -> None:
         self.path = path
-        self.group = group
+        # Reads of a damaged chunk fail with one line naming the store, array and chunk.
+        self.group = CheckedGroup(group, path)
         self.attrs: dict[str, Any] = dict(group.attrs)
 
     def __len__(self) -> int:
@@ -58,6 +60,10 @@ class Store:
         return dict(self.attrs.get("report", {}))
 
     @property
+    def version(self) -> int:
+        return int(self.attrs["version"])
+
+    @property
     def complete(self) -> bool:
         return bool(self.attrs.get("complete"))
 
@@ -89,7 +95,7 @@ class Store:
             raise StoreError(f"side must be 'train' or 'test', not {side!r}")
         return np.flatnonzero(self.split(protocol) == SPLIT_SIDES[side]).astype(np.int64)
 
-    def fixed(self, modality: str) -> zarr.Array:
+    def fixed(self, modality: str) -> CheckedArray:
         if modality not in self.modalities:
             raise StoreError(f"{self.path}: no modality {modality!r}; has {', '.join(self.modalities)}")
         return self.group[f"fixed/{modality}"]
@@ -99,7 +105,7 @@ class Store:
         return np.asarray(self.group["raw/offsets"][:], dtype=np.int64)
 
     @cached_property
-    def _raw(self) -> zarr.Array:
+    def _raw(self) -> CheckedArray:
         return self.group["raw/joint"]
 
     def raw(self, i: int) -> np.ndarray:
@@ -119,8 +125,9 @@ def open_store(path: str | Path, require_complete: bool = True) -> Store:
     attrs = dict(group.attrs)
     if attrs.get("format") != FORMAT:
         raise StoreError(f"{path}: not a skelkit store (format={attrs.get('format')!r})")
-    if attrs.get("version") != VERSION:
-        raise StoreError(f"{path}: store version {attrs.get('version')} but skelkit reads {VERSION}")
+    if attrs.get("version") not in READABLE_VERSIONS:
+        raise StoreError(f"{path}: store version {attrs.get('version')} but skelkit reads "
+                         f"{', '.join(map(str, READABLE_VERSIONS))}")
     missing = [k for k in REQUIRED_ATTRS if k not in attrs]
     if missing:
         raise StoreError(f"{path}: store attributes missing: {', '.join(missing)}")

@@ -23,7 +23,8 @@ from typing import Any
 import yaml
 
 from skelkit.errors import InputError
-from skelkit.store.durable import fsync_dir
+from skelkit.failpoints import failpoint
+from skelkit.store.durable import disk_full_is_one_line, write_atomically
 
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "train.log"
@@ -122,7 +123,8 @@ class RunDir:
     def append_eval(self, record: dict[str, Any]) -> Path:
         """Append one result line to ``eval.jsonl`` (a time stamp is added)."""
         line = {**record, "time": datetime.now(UTC).isoformat(timespec="seconds")}
-        with self.eval_log.open("a", encoding="utf-8") as handle:
+        with disk_full_is_one_line(self.eval_log, then="rerun"), \
+                self.eval_log.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(line, sort_keys=True) + "\n")
         return self.eval_log
 
@@ -216,9 +218,12 @@ class MetricsLog:
             header = [*header, *(k for k in row if k not in header)]
             self._replace(header, rows, extra=[row])
             return
-        with self.path.open("a", encoding="utf-8", newline="") as handle:
+        # A full disk may leave a torn last line, which reading and --resume ignore.
+        with disk_full_is_one_line(self.path), \
+                self.path.open("a", encoding="utf-8", newline="") as handle:
             csv.DictWriter(handle, fieldnames=header, restval="").writerow(row)
             handle.flush()
+            failpoint("write-metrics")
             os.fsync(handle.fileno())
 
     @staticmethod
@@ -234,14 +239,7 @@ class MetricsLog:
     def _replace(self, header: list[str], rows: list[dict[str, Any]],
                  extra: Sequence[dict[str, Any]] = ()) -> None:
         """Write the whole file under a temporary name, fsync it and rename it over the old."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temp = self.path.with_name(self.path.name + ".partial")
-        with temp.open("wb") as handle:
-            handle.write(self._render(header, [*rows, *extra]))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, self.path)
-        fsync_dir(self.path.parent)
+        write_atomically(self.path, self._render(header, [*rows, *extra]), point="write-metrics")
 
 
 def _epoch_of(row: dict[str, str]) -> int | None:

@@ -1,11 +1,14 @@
-"""The store contract, version 1 (docs/design.md §4): names, dtypes and shapes in one place."""
+"""The store contract, version 2 (docs/design.md §4): names, dtypes and shapes in one place."""
 
 from __future__ import annotations
 
 import numpy as np
 
 FORMAT = "skelstore"
-VERSION = 1
+VERSION = 2
+"""2: every chunk ends with a CRC-32C and every chunk is written, also one equal to the fill
+value (so a chunk that is not there is lost); 1: neither. Both read the same way."""
+READABLE_VERSIONS = (1, 2)
 FIXED_FRAMES = 50
 MAX_BODIES = 2
 MODALITIES: tuple[str, ...] = (

@@ -12,11 +12,12 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, ZstdCodec
 
 from skelkit import __version__
 from skelkit.failpoints import failpoint
-from skelkit.store.durable import fsync_dir
+from skelkit.store.chunks import checksummed, write_every_chunk
+from skelkit.store.durable import DiskFullError, disk_full_is_one_line, fsync_dir
 from skelkit.store.errors import StoreError
 from skelkit.store.layout import Layout
 from skelkit.store.schema import FORMAT, SAMPLE_COLUMNS, VERSION
@@ -35,10 +36,15 @@ class SampleBatch:
         return len(self.raw)
 
 
-def _fast_codec() -> list[BloscCodec]:
+def _fast_codec() -> list[object]:
     # Byte-shuffled LZ4: joint coordinates compress as well as with zstd at a fraction of the CPU,
-    # and the writes are the largest cost of a build.
-    return [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")]
+    # and the writes are the largest cost of a build. The CRC-32C last: a flipped byte is an
+    # error on read (store format 2).
+    return checksummed([BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")])
+
+
+def _column_codec() -> list[object]:
+    return checksummed([ZstdCodec()])
 
 
 def consolidate(path: str | Path) -> None:
@@ -102,13 +108,12 @@ class StoreWriter:
         staging = path.with_name(path.name + STAGING_SUFFIX)
         if staging.exists():
             shutil.rmtree(staging)  # a creation a kill interrupted (the caller holds the lock)
-        v, m = layout.num_joints, max_bodies
         attributes = {
             "format": FORMAT,
             "version": VERSION,
             "dataset": dataset,
             "layout": layout.to_attrs(),
-            "max_bodies": m,
+            "max_bodies": max_bodies,
             "frames": frames,
             "normalisation": normalisation,
             "modalities": list(modalities),
@@ -119,25 +124,14 @@ class StoreWriter:
             "complete": False,
             "progress": {"n_samples": 0, "n_frames": 0},
         }
-        group = zarr.create_group(str(staging), zarr_format=3, attributes=attributes)
-        failpoint("store-create-attrs")
-        for name, dtype in SAMPLE_COLUMNS.items():
-            group.create_array(f"samples/{name}", shape=(0,), dtype=dtype, chunks=(4096,))
-        for p in protocols:
-            group.create_array(f"splits/{p}", shape=(0,), dtype="int8", chunks=(4096,))
-        group.create_array(
-            "raw/joint", shape=(0, 3, v, m), dtype="float32",
-            chunks=(chunk_frames, 3, v, m), shards=(shard_frames, 3, v, m),
-            compressors=_fast_codec(),
-        )
-        offsets = group.create_array("raw/offsets", shape=(1,), dtype="int64", chunks=(4096,))
-        offsets[:] = np.zeros(1, dtype=np.int64)
-        for mod in modalities:
-            group.create_array(
-                f"fixed/{mod}", shape=(0, 3, frames, v, m), dtype="float32",
-                chunks=(chunk_samples, 3, frames, v, m), shards=(shard_samples, 3, frames, v, m),
-                compressors=_fast_codec(),
-            )
+        try:
+            with write_every_chunk(), disk_full_is_one_line(path, then="rerun"):
+                cls._create_arrays(staging, attributes, layout, frames, max_bodies, modalities,
+                                   protocols, chunk_samples, shard_samples, chunk_frames,
+                                   shard_frames)
+        except DiskFullError:
+            shutil.rmtree(staging, ignore_errors=True)  # no half-created store is left
+            raise
         failpoint("store-create-arrays")
         if path.exists():
             shutil.rmtree(path)  # --overwrite: a kill from here to the rename leaves no store
@@ -147,6 +141,35 @@ class StoreWriter:
         failpoint("store-create-renamed")
         group = zarr.open_group(str(path), mode="r+", zarr_format=3)
         return cls(path, group)
+
+    @staticmethod
+    def _create_arrays(staging: Path, attributes: dict[str, Any], layout: Layout, frames: int,
+                       max_bodies: int, modalities: tuple[str, ...] | list[str],
+                       protocols: list[str], chunk_samples: int, shard_samples: int,
+                       chunk_frames: int, shard_frames: int) -> None:
+        v, m = layout.num_joints, max_bodies
+        group = zarr.create_group(str(staging), zarr_format=3, attributes=attributes)
+        failpoint("store-create-attrs")
+        for name, dtype in SAMPLE_COLUMNS.items():
+            group.create_array(f"samples/{name}", shape=(0,), dtype=dtype, chunks=(4096,),
+                               compressors=_column_codec())
+        for p in protocols:
+            group.create_array(f"splits/{p}", shape=(0,), dtype="int8", chunks=(4096,),
+                               compressors=_column_codec())
+        group.create_array(
+            "raw/joint", shape=(0, 3, v, m), dtype="float32",
+            chunks=(chunk_frames, 3, v, m), shards=(shard_frames, 3, v, m),
+            compressors=_fast_codec(),
+        )
+        offsets = group.create_array("raw/offsets", shape=(1,), dtype="int64", chunks=(4096,),
+                                     compressors=_column_codec())
+        offsets[:] = np.zeros(1, dtype=np.int64)
+        for mod in modalities:
+            group.create_array(
+                f"fixed/{mod}", shape=(0, 3, frames, v, m), dtype="float32",
+                chunks=(chunk_samples, 3, frames, v, m), shards=(shard_samples, 3, frames, v, m),
+                compressors=_fast_codec(),
+            )
 
     @classmethod
     def resume(cls, path: str | Path) -> StoreWriter:
@@ -160,7 +183,8 @@ class StoreWriter:
         for leftover in path.rglob("*.partial"):  # temp files of writes cut off by a kill
             leftover.unlink(missing_ok=True)
         writer = cls(path, group)
-        writer._truncate()
+        with write_every_chunk():
+            writer._truncate()
         return writer
 
     def _truncate(self) -> None:
@@ -185,6 +209,13 @@ class StoreWriter:
         return self._n_samples
 
     def append(self, batch: SampleBatch) -> None:
+        # The arrays are opened inside, so they take the setting. A full disk part way leaves
+        # a batch that was never committed: --resume cuts it off (zarr writes every chunk under
+        # a temporary name and removes it when the write fails).
+        with write_every_chunk(), disk_full_is_one_line(self.path):
+            self._append(batch)
+
+    def _append(self, batch: SampleBatch) -> None:
         n = len(batch)
         if n == 0:
             return
@@ -206,6 +237,7 @@ class StoreWriter:
         self.group["raw/joint"].append(np.concatenate(batch.raw, axis=0).astype(np.float32))
         offsets = self._n_frames + np.cumsum(lengths)
         self.group["raw/offsets"].append(offsets)
+        failpoint("store-append")  # fault injection: half a batch written
         for mod in self.modalities:
             self.group[f"fixed/{mod}"].append(np.asarray(batch.fixed[mod], dtype=np.float32))
         self._n_samples += n
@@ -215,9 +247,14 @@ class StoreWriter:
         """Record what is durably written; resume truncates to exactly this point."""
         progress = dict(state or {})
         progress.update(n_samples=self._n_samples, n_frames=self._n_frames)
-        self.group.attrs["progress"] = progress
+        with disk_full_is_one_line(self.path):
+            self.group.attrs["progress"] = progress
 
     def finalize(self, report: dict[str, Any]) -> None:
+        with disk_full_is_one_line(self.path):  # `complete` is still False: --resume finishes
+            self._finalize(report)
+
+    def _finalize(self, report: dict[str, Any]) -> None:
         self.commit_progress(self.progress)
         self.group.attrs["report"] = report
         self.group.attrs["num_samples"] = self._n_samples

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import random
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 
 from skelkit.errors import InputError
+from skelkit.store.durable import write_atomically
 
 CHECKPOINT_FORMAT = "skelkit-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -54,7 +56,8 @@ def save_checkpoint(path: str | Path, *, method: str, epoch: int, model: dict[st
                     optimizer: dict[str, Any] | None, scheduler: dict[str, Any] | None,
                     scaler: dict[str, Any] | None, config_text: str,
                     extra: dict[str, Any] | None = None) -> Path:
-    """Write atomically (temp file + rename): a crash never leaves a half-written checkpoint.
+    """Write atomically (temp file + rename): a crash never leaves a half-written checkpoint,
+    and a full disk is one :class:`~skelkit.store.durable.DiskFullError` line.
 
     ``epoch`` counts completed epochs (0 for the random initialisation).
     """
@@ -73,10 +76,13 @@ def save_checkpoint(path: str | Path, *, method: str, epoch: int, model: dict[st
         "config": config_text,
         "extra": extra or {},
     }
-    tmp = path.with_suffix(path.suffix + ".partial")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
+    # Serialised in memory, then written by Python: a full disk is an OSError with its errno
+    # (torch's own file writer reports only "file write failed"), turned into one line with
+    # the temporary file removed.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return write_atomically(path, buffer.getbuffer(), then=f"--resume {path.parent.parent}",
+                            point="write-checkpoint")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -190,6 +190,12 @@ def run_command(method: str, store: str | None, protocol: str | None, config: st
         _check_store_path(store)
     if run_dir is None:
         run_dir = Path("runs") / f"{method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if resume is None:
+        # A run still training into run_dir is named (its lock's holder) before "already
+        # holds a run", which its epoch-0 checkpoint would otherwise answer.
+        from skelkit.store.lock import require_unheld
+
+        require_unheld(RunDir(run_dir).lock_file, run_dir)
     if resume is None and RunDir(run_dir).last_checkpoint.exists():
         raise ConfigError(f"{run_dir} already holds a run; use --resume {run_dir} "
                           "or another --run-dir")

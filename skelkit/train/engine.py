@@ -22,6 +22,8 @@ from tqdm import tqdm
 
 from skelkit.failpoints import failpoint
 from skelkit.knn import knn_evaluate
+from skelkit.store.chunks import ChunkReadError, require_all_chunks
+from skelkit.store.durable import write_atomically
 from skelkit.store.lock import WriterLock
 from skelkit.store.reader import Store, StoreError, open_store
 from skelkit.store.rundir import MetricsLog, RunDir
@@ -171,9 +173,23 @@ def _open_store(cfg: RunConfig) -> Store:
     try:
         store = open_store(cfg.data.store)
         store.split(cfg.data.protocol)
+        # A lost chunk would train on zeros: every chunk file (and shard index entry) the
+        # shapes need must be there. Directory listing and shard indexes only, no data read.
+        require_all_chunks(store.path, store.group.unchecked)
     except StoreError as exc:
         raise TrainInputError(str(exc)) from None
     return store
+
+
+def _store_read_failure(exc: BaseException) -> str | None:
+    """The one line of a chunk that did not read back, also when a DataLoader worker raised it
+    (torch re-raises it with the worker's traceback folded into the message)."""
+    if not isinstance(exc, ChunkReadError):
+        return None
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    last = lines[-1] if lines else ""
+    name = f"{ChunkReadError.__module__}.{ChunkReadError.__name__}: "
+    return last.split(name, 1)[1] if name in last else last
 
 
 def _check_store_unchanged(store: str | Path | None, build_id: str | None, epoch: int,
@@ -257,6 +273,19 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
                   f"written (build {trained_on}, now {build_id}); continuing on the rebuilt store",
                   file=sys.stderr, flush=True)
 
+    # The data checks come before anything is written into the run directory: a run that fails
+    # them leaves nothing a rerun would take for a run (no epoch-0 checkpoint, no config).
+    dataset = SkeletonDataset(cfg.data.store, cfg.data.protocol, "train", kind=method.input_kind,
+                              mode="train", augment=build_augment(cfg.data.augment),
+                              window=cfg.data.window, seed=cfg.engine.seed,
+                              raw_cache=cfg.data.raw_cache or None)
+    per_rank_batch = max(cfg.engine.batch_size // ctx.world_size, 1)
+    if cfg.engine.drop_last and len(dataset) < per_rank_batch * ctx.world_size:
+        raise TrainInputError(f"train side has {len(dataset)} samples, fewer than one batch "
+                              f"of {cfg.engine.batch_size}; lower --batch-size")
+    monitor = (_KnnMonitor(Run(rundir, cfg), method, device)
+               if cfg.engine.knn_every and ctx.is_main else None)
+
     # One writer per run directory: a second `skeltrain run` into it stops here with one line.
     lock = WriterLock(rundir.lock_file, run_dir, "skeltrain run") if ctx.is_main else None
     if lock is not None:
@@ -271,7 +300,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
                          metric_columns=("knn_top1",) if cfg.engine.knn_every else ())
         config_text = cfg.to_yaml()
         if ctx.is_main:
-            rundir.config.write_text(config_text)
+            write_atomically(rundir.config, config_text.encode())
             files.reconcile_metrics(start_epoch, resume)
             LOG.info("%s run %s: method %s, store %s (build %s), protocol %s, device %s, world %d, "
                      "epochs %d-%d", "resumed" if resume else "new", run_dir, cfg.method,
@@ -301,15 +330,6 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
         if start_epoch >= cfg.engine.epochs:
             return TrainResult(run_dir, start_epoch, last_path, history, method)
 
-        kind = method.input_kind
-        dataset = SkeletonDataset(cfg.data.store, cfg.data.protocol, "train", kind=kind,
-                                  mode="train", augment=build_augment(cfg.data.augment),
-                                  window=cfg.data.window, seed=cfg.engine.seed,
-                                  raw_cache=cfg.data.raw_cache or None)
-        per_rank_batch = max(cfg.engine.batch_size // ctx.world_size, 1)
-        if cfg.engine.drop_last and len(dataset) < per_rank_batch * ctx.world_size:
-            raise TrainInputError(f"train side has {len(dataset)} samples, fewer than one batch "
-                                  f"of {cfg.engine.batch_size}; lower --batch-size")
         loader, sampler = make_loader(
             dataset, batch_size=per_rank_batch, shuffle=True, seed=cfg.engine.seed,
             drop_last=cfg.engine.drop_last, num_workers=cfg.data.num_workers,
@@ -321,8 +341,6 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
             step_module = nn.parallel.DistributedDataParallel(
                 step_module, device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=cfg.engine.find_unused_parameters, **_per_rank_buffers())
-        monitor = (_KnnMonitor(Run(rundir, cfg), method, device)
-                   if cfg.engine.knn_every and ctx.is_main else None)
 
         end_epoch = cfg.engine.epochs if stop_after is None else min(stop_after,
                                                                      cfg.engine.epochs)
@@ -337,9 +355,13 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
             try:
                 row = _train_epoch(step_module, loader, optimizer, scaler, epoch, device, cfg,
                                    use_amp, ctx, progress, last_path)
-            except Exception:
+            except Exception as exc:
                 # A store replaced in the middle of an epoch explains the failure in one line.
                 _check_store_unchanged(cfg.data.store, build_id, epoch, last_path)
+                damaged = _store_read_failure(exc)
+                if damaged is not None:
+                    raise TrainInputError(f"{damaged}; stopped in epoch {epoch + 1}, the last "
+                                          f"checkpoint {last_path} is kept") from None
                 raise
             # ... and one replaced while the epoch ran never reaches a row or a checkpoint.
             _check_store_unchanged(cfg.data.store, build_id, epoch, last_path)

@@ -34,6 +34,7 @@ from skelkit.prep.builder.file_progress import FileCounter
 from skelkit.prep.builder.runners import Runner, make_runner
 from skelkit.prep.errors import BuildError, first_line
 from skelkit.prep.formats import get_dataset
+from skelkit.prep.limits import DEFAULT_MAX_FILE_MB, max_file_bytes
 from skelkit.prep.report import build_report
 from skelkit.prep.tasks import DatasetSpec, Discovery, FileTask
 from skelkit.store.errors import StoreError
@@ -68,6 +69,8 @@ class BuildOptions:
     layout: str | None = None
     normalise: str = "layout"
     allow_outside_raw: bool = False
+    max_file_mb: float | None = DEFAULT_MAX_FILE_MB
+    """Raw files larger than this (MB, 10^6 bytes) are skipped unread; None: no limit."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,7 +224,7 @@ def build_store(opts: BuildOptions) -> dict[str, Any]:
     if opts.frames < 2:
         raise BuildError(f"--frames must be at least 2, not {opts.frames}")
     layout = get_layout(dataset.layout)
-    disc = dataset.discover(opts.raw, opts.missing)
+    disc = dataset.discover(opts.raw, opts.missing, max_file_bytes=max_file_bytes(opts.max_file_mb))
     if opts.out.exists() and opts.out.resolve() == opts.raw.resolve():
         raise BuildError("--out must not be the raw folder")
     workers = opts.workers if opts.workers is not None else (os.cpu_count() or 1)

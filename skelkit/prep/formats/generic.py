@@ -10,6 +10,7 @@ turns into exit code 2 and one line.
 from __future__ import annotations
 
 import csv
+import math
 import re
 from dataclasses import dataclass
 from functools import partial
@@ -194,15 +195,29 @@ def _sample_path(file_text: str, raw: Path, allow_outside_raw: bool) -> Path:
     return path
 
 
+class NpySizeError(ValueError):
+    """A ``.npy`` header whose shape does not fit the file's size (the message quotes no
+    content of the file, only sizes)."""
+
+
 def npy_shape(path: Path) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype from a ``.npy`` header, without reading the data."""
+    """Shape and dtype from a ``.npy`` header, without reading the data; ValueError when the
+    header promises more (or less) data than the file holds, so loading it never allocates
+    by a lying header."""
     with open(path, "rb") as fh:
         version = np.lib.format.read_magic(fh)
         if version == (1, 0):
             shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
         else:
             shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-    return tuple(int(s) for s in shape), np.dtype(dtype)
+        data_start = fh.tell()
+    shape, dtype = tuple(int(s) for s in shape), np.dtype(dtype)
+    promised = math.prod(shape) * dtype.itemsize
+    held = path.stat().st_size - data_start
+    if promised != held:
+        raise NpySizeError(f"its header promises {shape} {dtype} ({promised} bytes of data) but "
+                         f"the file holds {held}")
+    return shape, dtype
 
 
 def check_shape(shape: tuple[int, ...], layout: Layout) -> str | None:
@@ -259,6 +274,8 @@ def _what_failed(error: Exception) -> str:
     """A reason for an unreadable file that quotes none of its bytes."""
     if isinstance(error, OSError):
         return error.strerror or type(error).__name__
+    if isinstance(error, NpySizeError):
+        return str(error)
     return f"{type(error).__name__}: no valid .npy magic and header"
 
 

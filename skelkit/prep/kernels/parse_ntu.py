@@ -342,8 +342,50 @@ class NtuRaw:
     max_bodies_seen: int
 
 
+PARSE_MEMORY_FLOOR = 64_000_000
+PARSE_MEMORY_PER_FILE_BYTE = 64
+"""A parse may hold max(64 MB, 64 x the file's size) of frames. A frame with one body takes
+over 600 bytes of text and 1,200 bytes in memory (4 slots x 25 joints x 3 floats), so genuine
+files stay far below; only frames without bodies ("0" lines, 2-3 bytes) cost more, and the
+floor covers the few hundred of a genuine empty recording."""
+
+
+def header_beyond_file(data: bytes, num_joints: int, max_slots: int) -> str | None:
+    """Why the frame count on the first line cannot be honoured by a file of this size, or None.
+
+    The parser allocates (max_slots, frames, V, 3) floats for the header's count: more than
+    PARSE_MEMORY_* allow is refused here, before it allocates. Every frame takes at least one
+    line (its body count), so such a header that promises more frames than the file has lines
+    lies (or the file is cut short); one that does not is a file of frames without bodies. A
+    smaller count is left to the parser, which names the exact line where a short file ends."""
+    end = data.find(b"\n")
+    if end < 0:
+        return None  # a one-line file: the parser reports what is wrong with it
+    first = data[:end].split()
+    if len(first) != 1 or not first[0].isdigit():
+        return None  # not a count: the parser names the token
+    frames = int(first[0])
+    need = frames * max_slots * num_joints * 3 * 4
+    allowed = max(PARSE_MEMORY_FLOOR, PARSE_MEMORY_PER_FILE_BYTE * len(data))
+    if need <= allowed:
+        return None
+    lines_after = data.count(b"\n", end + 1) + (0 if data.endswith(b"\n") else 1)
+    if frames > lines_after:
+        return (f"the header promises {frames} frames but the file ({len(data)} bytes) has only "
+                f"{lines_after} lines after it, and every frame takes at least one: a wrong "
+                f"header or a truncated file")
+    return (f"the header's {frames} frames would take {need / 1e6:.0f} MB in memory, more "
+            f"than a {len(data) / 1e6:.1f} MB file may ({allowed / 1e6:.0f} MB): frames "
+            f"without bodies, not a recording")
+
+
 def parse_ntu_bytes(data: bytes, num_joints: int, max_slots: int = 4) -> NtuRaw:
-    """Parse the bytes of a ``.skeleton`` file; raises RawFormatError(line=...) on bad input."""
+    """Parse the bytes of a ``.skeleton`` file; raises RawFormatError(line=...) on bad input.
+
+    Memory is bounded by the file's size, never by its header (:func:`header_beyond_file`)."""
+    lying = header_beyond_file(data, num_joints, max_slots)
+    if lying is not None:
+        raise RawFormatError(lying, line=1)
     buf = np.frombuffer(data, dtype=np.uint8)
     slots, frames, max_bodies, status, line, bad, found, expected, frame = _parse_ntu_kernel(
         buf, num_joints, max_slots
