@@ -9,10 +9,13 @@ decode is 0.035 ms (the rest is its per-chunk async machinery), so a training ba
 per sample reading. :class:`ShardedRows` reads each needed chunk with one ``pread`` and decodes it
 with ``numcodecs.blosc``: the same bytes, a tenth of the CPU.
 
-It handles exactly that layout and nothing else: :func:`open_rows` returns None for any other
+Stores of format 2 end each chunk's codecs with ``crc32c``: the 4-byte CRC-32C after the blosc
+bytes is checked before decoding, and, since format 2 writes every chunk, a chunk absent from its
+shard is an error (a lost chunk never reads as zeros). It handles exactly those layouts: :func:`open_rows` returns None for any other
 (another codec chain, a chunk grid cutting other axes, a store that is not a local folder), and
 the caller reads through zarr as before. Each shard's index is checked against its CRC32C and
-against the file's size when first read; a chunk absent from its shard reads as the fill value.
+against the file's size when first read; a chunk absent from a format-1 shard reads as the fill
+value, as zarr reads it.
 """
 
 from __future__ import annotations
@@ -27,18 +30,21 @@ import google_crc32c
 import numpy as np
 from numcodecs import blosc
 
+from skelkit.store.chunks import ChunkReadError
+
 _EMPTY = np.uint64(2**64 - 1)  # the sharding spec's (offset, nbytes) of an absent chunk
 OPEN_SHARDS = 32  # shard files one reader keeps open
 _DTYPES = {"float32": "<f4", "float64": "<f8", "int64": "<i8", "int32": "<i4"}
 
 
-class ShardReadError(RuntimeError):
-    """A shard's bytes disagree with its own index (a damaged or truncated store file)."""
+class ShardReadError(ChunkReadError):
+    """A shard's bytes disagree with its own index or checksum, or a chunk is missing (a damaged
+    or truncated store file): one line, as zarr-path reads of a damaged store say it."""
 
 
-def _layout(meta: dict[str, Any]) -> tuple[int, int, str, Any, tuple[int, ...]] | None:
-    """(rows per shard, rows per chunk, dtype, fill value, row shape) when ``meta`` (an array's
-    ``zarr.json``) is the layout this reader handles, else None."""
+def _layout(meta: dict[str, Any]) -> tuple[int, int, str, Any, tuple[int, ...], bool] | None:
+    """(rows per shard, rows per chunk, dtype, fill value, row shape, chunks checksummed) when
+    ``meta`` (an array's ``zarr.json``) is a layout this reader handles, else None."""
     try:
         if meta.get("zarr_format") != 3 or meta.get("node_type") != "array":
             return None
@@ -57,12 +63,14 @@ def _layout(meta: dict[str, Any]) -> tuple[int, int, str, Any, tuple[int, ...]] 
         index = [c["name"] for c in config["index_codecs"]]
         little = all(c.get("configuration", {}).get("endian", "little") == "little"
                      for c in config["codecs"] + config["index_codecs"] if c["name"] == "bytes")
-        if (codec["name"] != "sharding_indexed" or inner != ["bytes", "blosc"]
+        if (codec["name"] != "sharding_indexed"
+                or inner not in (["bytes", "blosc"], ["bytes", "blosc", "crc32c"])
                 or index != ["bytes", "crc32c"] or config.get("index_location", "end") != "end"
                 or not little or shard[1:] != shape[1:] or chunk[1:] != shape[1:]
                 or shard[0] % chunk[0]):
             return None
-        return shard[0], chunk[0], _DTYPES[meta["data_type"]], meta.get("fill_value"), shape[1:]
+        return (shard[0], chunk[0], _DTYPES[meta["data_type"]], meta.get("fill_value"),
+                shape[1:], inner[-1] == "crc32c")
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -72,8 +80,9 @@ class ShardedRows:
     descriptors); ``cache_chunks`` keeps that many decoded chunks (least recently used out)."""
 
     def __init__(self, folder: Path, rows: int, shard_rows: int, chunk_rows: int, dtype: str,
-                 fill: Any, row_shape: tuple[int, ...], cache_chunks: int = 0) -> None:
-        self.folder, self.rows = folder, rows
+                 fill: Any, row_shape: tuple[int, ...], cache_chunks: int = 0,
+                 checksummed: bool = False) -> None:
+        self.folder, self.rows, self.checksummed = folder, rows, checksummed
         self.shard_rows, self.chunk_rows = shard_rows, chunk_rows
         self.dtype, self.fill, self.row_shape = np.dtype(dtype), fill, row_shape
         self.per_shard = shard_rows // chunk_rows
@@ -131,6 +140,9 @@ class ShardedRows:
         rows = min(self.chunk_rows, self.rows - number * self.chunk_rows)
         shard = self._shard(number // self.per_shard)
         entry = None if shard is None else shard[1][number % self.per_shard]
+        if (entry is None or entry[0] == _EMPTY) and self.checksummed:
+            raise ShardReadError(f"{self._where(number)} is missing (format 2 writes every chunk); "
+                                 f"the store is damaged: rebuild it with --overwrite")
         if entry is None or entry[0] == _EMPTY:
             out = np.full((rows, *self.row_shape), self.fill or 0, self.dtype)
         else:
@@ -139,9 +151,15 @@ class ShardedRows:
             try:
                 if len(data) != nbytes:
                     raise ValueError(f"{len(data)} of {nbytes} bytes")
+                if self.checksummed:
+                    data, stored = data[:-4], data[-4:]
+                    if google_crc32c.value(data) != int.from_bytes(stored, "little"):
+                        raise ValueError("checksum mismatch (the chunk's bytes changed after it "
+                                         "was written)")
                 decoded = blosc.decompress(data)
             except (RuntimeError, ValueError) as exc:
-                raise ShardReadError(f"{self.folder}: chunk {number} unreadable ({exc})") from None
+                raise ShardReadError(f"{self._where(number)} cannot be read: {exc}; the store is "
+                                     f"damaged: rebuild it with --overwrite") from None
             if len(decoded) != self.chunk_rows * self.row_bytes:
                 raise ShardReadError(f"{self.folder}: chunk {number} decodes to {len(decoded)} "
                                      f"bytes, not {self.chunk_rows * self.row_bytes}")
@@ -154,6 +172,14 @@ class ShardedRows:
             if len(self._cache) > self.cache_chunks:
                 self._cache.popitem(last=False)
         return out
+
+    def _where(self, number: int) -> str:
+        """The store, array and chunk, as the zarr-path read errors name them."""
+        lo = number * self.chunk_rows
+        hi = min(lo + self.chunk_rows, self.rows) - 1
+        return (f"{self.folder.parent.parent}: {self.folder.parent.name}/{self.folder.name}: "
+                f"chunk {number % self.per_shard} in file c/{number // self.per_shard}/"
+                f"{'/'.join(['0'] * len(self.row_shape))} (rows {lo}-{hi})")
 
     def read(self, rows: np.ndarray) -> np.ndarray:
         """``array[rows]`` as a new (len(rows), ...) array; sorted rows decode each chunk once."""
@@ -186,6 +212,6 @@ def open_rows(store_path: str | Path, name: str, meta: dict[str, Any] | None = N
     layout = _layout(meta)
     if layout is None or not (folder / "c").is_dir():
         return None
-    shard_rows, chunk_rows, dtype, fill, row_shape = layout
+    shard_rows, chunk_rows, dtype, fill, row_shape, checked = layout
     return ShardedRows(folder, int(meta["shape"][0]), shard_rows, chunk_rows, dtype, fill,
-                       row_shape, cache_chunks)
+                       row_shape, cache_chunks, checked)

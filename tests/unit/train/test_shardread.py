@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import google_crc32c
 import numpy as np
 import pytest
 import zarr
@@ -99,8 +100,58 @@ def test_a_damaged_chunk_names_its_array(store: Path, tmp_path: Path) -> None:
     shard.write_bytes(bytes(data))
     fresh = open_rows(copy, "raw/joint")
     assert fresh is not None
-    with pytest.raises(ShardReadError, match="raw/joint: chunk 0 unreadable"):
+    with pytest.raises(ShardReadError, match=r"raw/joint: chunk 0 in file c/0/0/0/0 .* cannot be "
+                                            r"read: checksum mismatch"):
         fresh.read(np.array([0]))
+
+
+def test_the_store_takes_the_checksummed_path(store: Path) -> None:
+    """A store of format 2 (CRC-32C on every chunk) is read here, not handed back to zarr."""
+    reader = open_rows(store, "raw/joint")
+    assert reader is not None and reader.checksummed
+
+
+def test_one_flipped_payload_byte_is_a_checksum_error(store: Path, tmp_path: Path) -> None:
+    """A byte flipped inside a chunk's compressed payload (its blosc header intact) may still
+    decode to wrong numbers; the CRC-32C catches it before the decode."""
+    copy = tmp_path / "flip.zarr"
+    shutil.copytree(store, copy)
+    reader = open_rows(copy, "raw/joint")
+    assert reader is not None
+    _, index = reader._shard(0)  # type: ignore[misc]
+    offset, nbytes = int(index[0, 0]), int(index[0, 1])
+    reader.close()
+    shard = copy / "raw/joint/c/0/0/0/0"
+    data = bytearray(shard.read_bytes())
+    data[offset + nbytes // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+    fresh = open_rows(copy, "raw/joint")
+    assert fresh is not None
+    with pytest.raises(ShardReadError, match="checksum mismatch"):
+        fresh.read(np.array([0]))
+    assert fresh.read(np.array([fresh.chunk_rows])).shape[0] == 1  # the next chunk still reads
+
+
+def test_a_chunk_missing_from_a_format_2_shard_is_an_error_not_zeros(store: Path,
+                                                                    tmp_path: Path) -> None:
+    copy = tmp_path / "missing.zarr"
+    shutil.copytree(store, copy)
+    reader = open_rows(copy, "raw/joint")
+    assert reader is not None
+    shard = copy / "raw/joint/c/0/0/0/0"
+    data = bytearray(shard.read_bytes())
+    span = reader.per_shard * 16 + 4
+    reader.close()
+    index = np.frombuffer(bytes(data[-span:-4]), "<u8").reshape(-1, 2).copy()
+    index[1] = 2**64 - 1  # the sharding spec's "chunk absent"
+    raw = index.tobytes()
+    data[-span:] = raw + google_crc32c.value(raw).to_bytes(4, "little")
+    shard.write_bytes(bytes(data))
+    fresh = open_rows(copy, "raw/joint")
+    assert fresh is not None
+    assert fresh.read(np.array([0])).shape[0] == 1
+    with pytest.raises(ShardReadError, match=r"chunk 1 in file .* is missing"):
+        fresh.read(np.array([fresh.chunk_rows]))
 
 
 def test_other_layouts_fall_back_to_zarr(store: Path, tmp_path: Path) -> None:
