@@ -104,9 +104,18 @@ def one_line_exit_2(process: subprocess.Popen[str], timeout: float = 300) -> boo
     return process.returncode == 2 and len(err.strip().splitlines()) == 1
 
 
-def trial_train_kill(work: Path, draw: random.Random, store: Path, reference) -> str:
+def kill_moment(draw: random.Random, clean_seconds: float) -> float:
+    """A moment inside a clean run's span (5-95 % of it, start-up included), so the kill lands
+    while the work runs however fast this machine is (fixed windows went stale when builds
+    got faster)."""
+    return draw.uniform(0.05, 0.95) * clean_seconds
+
+
+def trial_train_kill(work: Path, draw: random.Random, store: Path, reference,
+                     clean_seconds: float) -> str:
     run = work / "run"
-    killed = kill_after(skeltrain(store, "--run-dir", str(run)), draw.uniform(2.0, 14.0))
+    killed = kill_after(skeltrain(store, "--run-dir", str(run)),
+                        kill_moment(draw, clean_seconds))
     if (run / "checkpoints" / "last.pt").is_file():
         done = skeltrain(store, "--resume", str(run))
     else:
@@ -116,9 +125,10 @@ def trial_train_kill(work: Path, draw: random.Random, store: Path, reference) ->
     return ("ok" if ok else "FAIL") + ("" if killed else " (ended before the kill)")
 
 
-def trial_build_kill(work: Path, draw: random.Random, raw: Path, clean) -> str:
+def trial_build_kill(work: Path, draw: random.Random, raw: Path, clean,
+                     clean_seconds: float) -> str:
     out = work / "s.zarr"
-    killed = kill_after(skelprep_build(raw, out), draw.uniform(0.5, 4.0))
+    killed = kill_after(skelprep_build(raw, out), kill_moment(draw, clean_seconds))
     done = skelprep_build(raw, out, "--resume")
     done.communicate()
     ok = done.returncode == 0 and same_arrays(arrays(out), clean)
@@ -359,13 +369,19 @@ def main() -> None:
     store = write_random_walk_store(root / "rw.zarr", classes=3, per_class=6, frames=(20, 40),
                                     seed=3)
     ref_run = root / "reference"
+    started = time.monotonic()
     skeltrain(store, "--run-dir", str(ref_run)).communicate()
+    train_seconds = time.monotonic() - started
     reference = metrics(ref_run)
+    started = time.monotonic()
     _, _, clean_peak = run_command(build_cmd(raw, root / "clean.zarr"))
+    build_seconds = time.monotonic() - started
+    print(f"clean training run {train_seconds:.1f} s, clean build {build_seconds:.1f} s: kills "
+          f"land at 5-95 % of these", flush=True)
     clean = arrays(root / "clean.zarr")
     trials = {
-        "train-kill": lambda w: trial_train_kill(w, draw, store, reference),
-        "build-kill": lambda w: trial_build_kill(w, draw, raw, clean),
+        "train-kill": lambda w: trial_train_kill(w, draw, store, reference, train_seconds),
+        "build-kill": lambda w: trial_build_kill(w, draw, raw, clean, build_seconds),
         "two-builds": lambda w: trial_two_builds(w, draw, raw, clean),
         "two-runs": lambda w: trial_two_runs(w, draw, store, reference),
         "store-swap": lambda w: trial_store_swap(w, draw),
