@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from skelkit.failpoints import failpoint
+from skelkit.store.durable import disk_full_is_one_line
 from skelkit.store.layout import NTU25
 from skelkit.store.reader import Store, open_store
 from skelkit.store.schema import FIXED_FRAMES, MAX_BODIES
@@ -88,17 +90,29 @@ def side_frame_cache(store: Store, meta: SideMeta, store_path: str, protocol: st
         return path, offsets
     folder.mkdir(parents=True, exist_ok=True)
     partial = folder / f"raw-{name}.{os.getpid()}.partial.npy"
-    out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32,
-                                    shape=(int(offsets[-1]), *raw.shape[1:]))
-    # Runs of consecutive store rows are one contiguous slice each (one zarr call per run).
-    rows = meta.indices
-    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-    for run in np.split(np.arange(len(rows)), breaks):
-        first, last = rows[run[0]], rows[run[-1]]
-        out[offsets[run[0]]:offsets[run[-1] + 1]] = raw[meta.offsets[first]:meta.offsets[last + 1]]
-    out.flush()
-    del out
-    os.replace(partial, path)
+    try:
+        with disk_full_is_one_line(f"the raw cache {path}", "rerun (or drop data.raw_cache)",
+                                   remove=[partial]):
+            out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32,
+                                            shape=(int(offsets[-1]), *raw.shape[1:]))
+            # The memmap's file is sparse: a page written on a full disk would kill the process
+            # with SIGBUS. Reserving every block first makes a full disk an ENOSPC here.
+            with open(partial, "r+b") as handle:
+                os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
+            failpoint("write-raw-cache")
+            # Runs of consecutive store rows are one contiguous slice each (one zarr call per run).
+            rows = meta.indices
+            breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+            for run in np.split(np.arange(len(rows)), breaks):
+                first, last = rows[run[0]], rows[run[-1]]
+                out[offsets[run[0]]:offsets[run[-1] + 1]] = raw[
+                    meta.offsets[first]:meta.offsets[last + 1]]
+            out.flush()
+            del out
+            os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # never left behind, whatever stopped the write
+        raise
     return path, offsets
 
 

@@ -23,7 +23,12 @@ from tqdm import tqdm
 from skelkit.failpoints import failpoint
 from skelkit.knn import knn_evaluate
 from skelkit.store.chunks import ChunkReadError, require_all_chunks
-from skelkit.store.durable import write_atomically
+from skelkit.store.durable import (
+    DiskFullError,
+    disk_full_message,
+    is_disk_full,
+    write_atomically,
+)
 from skelkit.store.lock import WriterLock
 from skelkit.store.reader import Store, StoreError, open_store
 from skelkit.store.rundir import MetricsLog, RunDir
@@ -98,6 +103,26 @@ class EpochSchedule:
 
 # --- run directory --------------------------------------------------------------------------------
 
+class RunLogHandler(logging.FileHandler):
+    """train.log. A full disk stops the run with one line (the write of metrics.csv or of the
+    checkpoint would fail next anyway) instead of logging's printed traceback per record."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            failpoint("write-log")
+            super().emit(record)
+        except Exception as exc:
+            if is_disk_full(exc):
+                raise DiskFullError(disk_full_message(self.baseFilename)) from None
+            raise
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        exc = sys.exc_info()[1]
+        if exc is not None and is_disk_full(exc):
+            raise DiskFullError(disk_full_message(self.baseFilename)) from None
+        super().handleError(record)
+
+
 class RunFiles:
     """train.log, metrics.csv and TensorBoard events of the main rank."""
 
@@ -109,7 +134,7 @@ class RunFiles:
         self._handler: logging.Handler | None = None
         if enabled:
             run_dir.path.mkdir(parents=True, exist_ok=True)
-            self._handler = logging.FileHandler(run_dir.log)
+            self._handler = RunLogHandler(run_dir.log)
             self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
             LOG.addHandler(self._handler)
             LOG.setLevel(logging.INFO)

@@ -157,6 +157,37 @@ def test_training_on_a_full_disk_is_one_line_and_resumes(
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
 
 
+def test_train_log_on_a_full_disk_is_one_line(walk_store: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """train.log's handler turns a full disk into the run's one line (logging's default prints a
+    traceback per record and carries on)."""
+    run = tmp_path / "run"
+    monkeypatch.setenv("SKELKIT_ENOSPC_AT", "write-log:2")
+    result = skeltrain("run", "skeletonclr", "--config", "tiny", "--store", walk_store,
+                       "--protocol", "xsub", "--epochs", 1, "--device", "cpu", "--no-progress",
+                       "--run-dir", run, *TRAIN)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [f"skeltrain run: error: no space left on device writing {run / 'train.log'};"
+                     f" free space, then --resume"], result.stderr
+    assert "Logging error" not in result.stderr
+    assert partials(run) == [] and not (run / "writer.lock").exists()
+
+
+def test_the_raw_cache_on_a_full_disk_is_one_line_and_leaves_no_partial(
+        walk_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from skelkit.train.data import SkeletonDataset
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("SKELKIT_ENOSPC_AT", "write-raw-cache")
+    with pytest.raises(DiskFullError, match="no space left on device writing the raw cache "):
+        SkeletonDataset(walk_store, "xsub", "train", kind="sequence", raw_cache=cache)
+    assert list(cache.iterdir()) == []
+    monkeypatch.delenv("SKELKIT_ENOSPC_AT")
+    SkeletonDataset(walk_store, "xsub", "train", kind="sequence", raw_cache=cache)
+    assert [p.suffix for p in cache.iterdir()] == [".npy"]
+
+
 @pytest.mark.parametrize("first_row", [True, False])  # replaced whole / appended
 def test_metrics_rows_on_a_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                      first_row: bool) -> None:
