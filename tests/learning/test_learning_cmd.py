@@ -42,7 +42,12 @@ EPOCHS = [5, 10] if REDUCED else [25, 50]
 #     57.4 / 38.8, epoch 10 56.9 / 44.5 (%)
 #   fidelity paper (--set model.fidelity=paper), reduced, seed 0: random init 54.2 / 24.5,
 #     epoch 5 58.1 / 38.8, epoch 10 54.2 / 45.6 (epoch 10 ties the random init: the strict
-#     "every checkpoint above it" fails by 0.0); seed 1: 53.2 / 23.7, 59.2 / 38.9, 56.7 / 43.6
+#     "every checkpoint above it" fails by 0.0); seed 1: 53.2 / 23.7, 59.2 / 38.9, 56.7 / 43.6;
+#     seed 2: 55.4 / 24.7, 57.7 / 38.9, 55.0 / 46.3 (fails); seed 3: 54.9 / 25.0, 59.2 / 35.9,
+#     55.7 / 43.8. Reference, seed 2: 52.3 / 23.7, 57.2 / 37.8, 54.9 / 47.3; seed 3: 53.7 /
+#     23.3, 60.1 / 37.6, 55.9 / 43.6. Not a paper-only weakness: in every run class KNN peaks at
+#     epoch 5 and falls 0.5-4 points by epoch 10 while view retrieval keeps rising, and the
+#     untrained baseline itself moves 52.3-55.4 with the seed, as much as the epoch-10 gain.
 #   before the fidelity switches (paper maths, other augmentation draw streams), reduced:
 #     seed 0 54.2 / 21.5, 58.7 / 40.1, 55.5 / 47.8; seed 1 53.2 / 19.5, 60.4 / 41.3, 56.4 / 47.7;
 #     full, seed 0: raw joints 62.2, random init 54.0 / 19.9, epoch 25 59.0 / 65.6,
