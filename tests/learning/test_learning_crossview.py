@@ -39,8 +39,8 @@ EPOCHS = [5] if REDUCED else [10, 20]
 #     reference (the configs' own fidelity, CI): CrosSCLR 39.1, IKEM 41.6, student 32.2
 #     paper (SKELKIT_CHECK_FIDELITY=paper): CrosSCLR 38.6, IKEM 33.2, student 36.9
 #     (both 2026-11-29; 730 s and 590 s on the shared two cores). The reference student passes
-#     by 0.2: with one thread (teacher 40.1) it reached 26.2, with distill_loss paper 33.2
-#     (ikem-student/tiny.yaml)
+#     by 0.2: with one thread (teacher 40.1) it reached 26.2, with distill_loss paper 33.2,
+#     so the student's tiny config distils with the paper's loss (ikem-student/tiny.yaml)
 #     earlier code, paper: CrosSCLR 41.6, IKEM 41.4, student 38.3; controls 23.8 (all three)
 #     reference with only init default (dropout 0.5, the reference graph): CrosSCLR 19.5,
 #     IKEM 16.4, student 22.8 (BN-calibrated random init 16.8): the tiny configs' comment
