@@ -37,6 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.unit.build_processes import children, parent_of
+
 PY = sys.executable
 TRAIN_SETTINGS = ["data.num_workers=0", "engine.batch_size=4", "engine.knn_every=2",
                   "engine.checkpoint_every=0", "model.queue_size=16", "engine.threads=1",
@@ -178,14 +181,13 @@ def trial_orphans(work: Path, draw: random.Random, raw: Path) -> str:
     out = work / "s.zarr"
     driver = skelprep_build(raw, out, slow=True, workers=2)
     time.sleep(draw.uniform(3.0, 6.0))
-    kids = [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()
-            and _ppid(int(e.name)) == driver.pid]
+    kids = children(driver.pid)
     os.kill(driver.pid, signal.SIGKILL)
     driver.communicate()
     deadline = time.monotonic() + 10
-    while any(_ppid(k) is not None for k in kids) and time.monotonic() < deadline:
+    while any(parent_of(k) is not None for k in kids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    alive = [k for k in kids if _ppid(k) is not None]
+    alive = [k for k in kids if parent_of(k) is not None]
     for k in alive:
         os.kill(k, signal.SIGKILL)
     return f"ok ({len(kids)} workers ended)" if kids and not alive else f"FAIL alive {alive}"
@@ -339,15 +341,6 @@ def trial_enospc(work: Path, draw: random.Random, raw: Path, clean, store: Path,
     clean_dir = not [p for p in work.rglob("*.partial*")]
     ok = code == 2 and one_line and clean_dir and after
     return f"ok ({point})" if ok else f"FAIL {point}: exit {code} {lines[-1:]} partial-free {clean_dir} after {after}"
-
-
-def _ppid(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    return None if fields[0] in ("Z", "X") else int(fields[1])
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
-"""Shared pieces of the tests that drive real `skelprep build` processes (locks, orphan workers):
-a small synthetic raw folder and how far a running build has durably got."""
+"""Shared pieces of the tests (and bench/fault_trials.py) that drive real `skelprep build` processes
+(locks, orphan workers): a small synthetic raw folder, how far a running build has durably got, and
+a process's parent and children as /proc reports them."""
 
 from __future__ import annotations
 
@@ -28,3 +29,19 @@ def batches_done(store: Path) -> int:
         return int(attrs.get("progress", {}).get("batches_done", 0))
     except (OSError, ValueError, KeyError):
         return 0
+
+
+def parent_of(pid: int) -> int | None:
+    """The parent PID of a live process, None for one that is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return None if fields[0] in ("Z", "X") else int(fields[1])
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of ``pid``."""
+    return [int(entry.name) for entry in Path("/proc").iterdir()
+            if entry.name.isdigit() and parent_of(int(entry.name)) == pid]

@@ -14,27 +14,9 @@ import pytest
 
 from skelkit.prep.builder.batch import BATCH_SIZE_ENV
 from skelkit.prep.builder.pipeline import BATCH_PAUSE_ENV
-from tests.unit.build_processes import batches_done, synth_raw
+from tests.unit.build_processes import batches_done, children, parent_of, synth_raw
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux /proc")
-
-
-def parent_of(pid: int) -> int | None:
-    """The parent PID of a live process, None for one that is gone or a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    return None if fields[0] in ("Z", "X") else int(fields[1])
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and parent_of(int(entry.name)) == pid:
-            found.append(int(entry.name))
-    return found
 
 
 def is_pool_worker(pid: int) -> bool:
