@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from skelkit.train.draws import UniformStream, integers_below, subsets, uniform_between
+
 Augmentation = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 Shape = tuple[int, ...]
 
@@ -123,6 +125,20 @@ class BatchAugmentation:
         """The random parameters of one sample of ``shape`` (3, T, V, M), drawn from ``rng``."""
         raise NotImplementedError
 
+    def width(self, shape: Shape) -> int:
+        """The most uniforms one ``draw`` takes from a :class:`UniformStream` (its block)."""
+        raise NotImplementedError
+
+    def draw_many(self, lengths: np.ndarray, joints: int, u: np.ndarray) -> Any:
+        """Every sample's ``draw`` from its stream's block at once: row i of ``u`` (N, width)
+        is clip i's block (clip i has lengths[i] frames and ``joints`` joints); the result is
+        the same parameters as ``draw(shape_i, UniformStream(u[i]))``, as arrays."""
+        raise NotImplementedError
+
+    def stack(self, params: Sequence[Any]) -> Any:
+        """Per-sample ``draw`` results in ``draw_many``'s form (to render given draws)."""
+        raise NotImplementedError
+
     def out_shape(self, shape: Shape) -> Shape:
         """The shape of the output for an input of ``shape`` (temporal ones change T)."""
         return shape
@@ -154,7 +170,7 @@ def resize_linear(x: np.ndarray, length: int) -> np.ndarray:
     return ((1.0 - w) * x[:, lo] + w * x[:, hi]).astype(np.float32)
 
 
-def _resize_positions(lengths: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray,
+def resize_positions(lengths: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray,
                                                                    np.ndarray]:
     """``resize_linear``'s source frames and weights per clip: (lo, hi, w), each (N, window)."""
     src = (np.arange(window) + 0.5)[None, :] * (lengths[:, None] / window) - 0.5
@@ -170,7 +186,7 @@ def crop_resize_batch(clips: Clips, starts: np.ndarray, lengths: np.ndarray,
     one gather: the same float32 blend (1 - w) x_lo + w x_hi per output frame."""
     if np.any(starts < 0) or np.any(lengths <= 0) or np.any(starts + lengths > clips.lengths):
         raise ValueError("a crop lies outside its clip")
-    lo, hi, w = _resize_positions(lengths, window)
+    lo, hi, w = resize_positions(lengths, window)
     base = (clips.starts + starts)[:, None]
     w = w.reshape(1, -1, 1, 1)
     # (1 - w) x_lo + w x_hi in float32, in place (the same roundings, fewer temporaries).
@@ -244,6 +260,24 @@ class TemporalCropResize(BatchAugmentation):
         start = int(rng.integers(0, n - length + 1))
         return start, length
 
+    def width(self, shape: Shape) -> int:
+        return 2
+
+    def draw_many(self, lengths: np.ndarray, joints: int, u: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """(starts, lengths) of the crops, (N,) int64 each."""
+        n = np.asarray(lengths, np.int64)
+        if self.max_frames:
+            n = np.minimum(n, self.max_frames)
+        # crop_length, element-wise: the same float64 operations.
+        ratio = u[:, 0] * (self.max_ratio - self.min_ratio) + self.min_ratio
+        crop = np.minimum(np.maximum(np.floor(n * ratio).astype(np.int64), self.min_frames), n)
+        return integers_below(np.zeros_like(n), n - crop + 1, u[:, 1]), crop
+
+    def stack(self, params: Sequence[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+        starts, lengths = np.array(params, np.int64).reshape(-1, 2).T
+        return starts, lengths
+
     def out_shape(self, shape: Shape) -> Shape:
         return (shape[0], self.window, *shape[2:])
 
@@ -251,7 +285,7 @@ class TemporalCropResize(BatchAugmentation):
         return crop_resize(x, params[0], params[1], self.window)
 
     def apply_batch(self, clips: Clips, params: Sequence[tuple[int, int]]) -> Clips:
-        starts, lengths = np.array(params, np.int64).reshape(-1, 2).T
+        starts, lengths = self.stack(params)
         return crop_resize_batch(clips, starts, lengths, self.window)
 
 
@@ -354,6 +388,20 @@ class Shear(BatchAugmentation):
         draws = [rng.uniform(-self.amplitude, self.amplitude) for _ in range(6)]
         return shear_matrix(draws, self.order)
 
+    def width(self, shape: Shape) -> int:
+        return 6
+
+    def draw_many(self, lengths: np.ndarray, joints: int, u: np.ndarray) -> np.ndarray:
+        """The shear matrices, (N, 3, 3) float64."""
+        a, b, c, d, e, f = uniform_between(-self.amplitude, self.amplitude, u[:, :6]).T
+        one = np.ones_like(a)
+        rows = ([[one, a, b], [c, one, d], [e, f, one]] if self.order == "rows"
+                else [[one, a, d], [b, one, e], [c, f, one]])
+        return np.stack([np.stack(r, axis=-1) for r in rows], axis=-2)
+
+    def stack(self, params: Sequence[np.ndarray]) -> np.ndarray:
+        return np.asarray(params, np.float64).reshape(-1, 3, 3)
+
     def apply(self, x: np.ndarray, params: np.ndarray) -> np.ndarray:
         return shear(x, params)
 
@@ -387,6 +435,29 @@ class JointCorruption(BatchAugmentation):
             [rng.uniform(-1.0, 1.0) for _ in range(9)], np.float64).reshape(3, 3)
         return joints, matrix
 
+    def width(self, shape: Shape) -> int:
+        return 1 + shape[2] + 9
+
+    def draw_many(self, lengths: np.ndarray, joints: int, u: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(zero (N,) bool, joints (N, num_joints) int64, C (N, 3, 3) float64; C is zero where
+        the joints are zeroed, as ``stack`` puts it: ``draw`` draws no matrix there)."""
+        if self.num_joints > joints:
+            raise ValueError(f"cannot corrupt {self.num_joints} of {joints} joints")
+        zero = u[:, 0] < self.p_zero
+        chosen = subsets(u[:, 1:1 + joints], self.num_joints)
+        matrices = uniform_between(-1.0, 1.0, u[:, 1 + joints:10 + joints]).reshape(-1, 3, 3)
+        matrices[zero] = 0.0
+        return zero, chosen, matrices
+
+    def stack(self, params: Sequence[tuple[np.ndarray, np.ndarray | None]]
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        zero = np.array([m is None for _, m in params], bool)
+        chosen = np.array([j for j, _ in params], np.int64).reshape(len(params), -1)
+        matrices = np.stack([np.zeros((3, 3)) if m is None else np.asarray(m, np.float64)
+                             for _, m in params]) if len(params) else np.zeros((0, 3, 3))
+        return zero, chosen, matrices
+
     def apply(self, x: np.ndarray, params: tuple[np.ndarray, np.ndarray | None]) -> np.ndarray:
         return corrupt_joints(x, *params)
 
@@ -401,12 +472,10 @@ class JointCorruption(BatchAugmentation):
         """The clips ``which`` with their ``params`` (in that order), written into ``out``."""
         if not len(params):
             return
-        zero = np.array([m is None for _, m in params], bool)
-        joints = np.array([j for j, _ in params], np.int64).reshape(len(params), -1)
+        zero, joints, matrices = self.stack(params)
         corrupt_joints_batch(out, clips, which[zero], joints[zero], None)
         if (~zero).any():
-            matrices = np.stack([m for _, m in params if m is not None])
-            corrupt_joints_batch(out, clips, which[~zero], joints[~zero], matrices)
+            corrupt_joints_batch(out, clips, which[~zero], joints[~zero], matrices[~zero])
 
 
 class ShearOrCorrupt(BatchAugmentation):
@@ -428,6 +497,31 @@ class ShearOrCorrupt(BatchAugmentation):
             return True, self.corrupt.draw(shape, rng)
         return False, self.shear.draw(shape, rng)
 
+    def width(self, shape: Shape) -> int:
+        return 1 + max(self.shear.width(shape), self.corrupt.width(shape))
+
+    def draw_many(self, lengths: np.ndarray, joints: int, u: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(corrupt (N,) bool, the shear matrices, the corruption's draws): both branches read
+        the block after its first value; the branch a sample does not take gets ``stack``'s
+        placeholders (the identity shear; no joints, zeroed)."""
+        rest = u[:, 1:]
+        corrupt = u[:, 0] < 1.0 - self.p
+        shears = self.shear.draw_many(lengths, joints, rest)
+        shears[corrupt] = np.eye(3)
+        zero, chosen, mixes = self.corrupt.draw_many(lengths, joints, rest)
+        zero[~corrupt], chosen[~corrupt], mixes[~corrupt] = True, 0, 0.0
+        return corrupt, shears, (zero, chosen, mixes)
+
+    def stack(self, params: Sequence[tuple[bool, Any]]
+              ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The branch not taken gets the identity shear or an empty corruption (unused)."""
+        corrupt = np.array([c for c, _ in params], bool)
+        shears = self.shear.stack([np.eye(3) if c else p for c, p in params])
+        nothing = (np.zeros(self.corrupt.num_joints, np.int64), None)
+        corruptions = self.corrupt.stack([p if c else nothing for c, p in params])
+        return corrupt, shears, corruptions
+
     def apply(self, x: np.ndarray, params: tuple[bool, Any]) -> np.ndarray:
         corrupt, inner = params
         return self.corrupt.apply(x, inner) if corrupt else self.shear.apply(x, inner)
@@ -441,6 +535,17 @@ class ShearOrCorrupt(BatchAugmentation):
         which = np.flatnonzero(corrupt)
         self.corrupt.corrupt_into(out, clips, which, [params[i][1] for i in which])
         return Clips(out, clips.lengths)
+
+
+def pad_crop_frames(lengths: np.ndarray, offsets: np.ndarray, padding_ratio: int,
+                    window: int) -> np.ndarray:
+    """(N, window) frame of its clip for each output frame of ``TemporalPadCrop``: padded position
+    p of a clip of t frames with pad = t // ratio is frame pad - 1 - p before the clip, p - pad
+    inside it, 2 t + pad - 1 - p after it (mirrors)."""
+    t = np.asarray(lengths, np.int64)[:, None]
+    pad = t // padding_ratio
+    p = np.asarray(offsets, np.int64)[:, None] + np.arange(window)[None, :]
+    return np.where(p < pad, pad - 1 - p, np.where(p < pad + t, p - pad, 2 * t + pad - 1 - p))
 
 
 class TemporalPadCrop(BatchAugmentation):
@@ -460,6 +565,21 @@ class TemporalPadCrop(BatchAugmentation):
                              f"({padded} frames)")
         return int(rng.integers(0, padded - self.window + 1))
 
+    def width(self, shape: Shape) -> int:
+        return 1
+
+    def draw_many(self, lengths: np.ndarray, joints: int, u: np.ndarray) -> np.ndarray:
+        """The offsets into the padded sequences, (N,) int64."""
+        t = np.asarray(lengths, np.int64)
+        padded = t + 2 * (t // self.padding_ratio)
+        if np.any(self.window > padded):
+            raise ValueError(f"window {self.window} longer than a padded sequence "
+                             f"({int(padded.min())} frames)")
+        return integers_below(np.zeros_like(padded), padded - self.window + 1, u[:, 0])
+
+    def stack(self, params: Sequence[int]) -> np.ndarray:
+        return np.asarray(params, np.int64).reshape(-1)
+
     def out_shape(self, shape: Shape) -> Shape:
         return (shape[0], self.window, *shape[2:])
 
@@ -470,12 +590,9 @@ class TemporalPadCrop(BatchAugmentation):
         return np.ascontiguousarray(padded[:, params:params + self.window], dtype=np.float32)
 
     def apply_batch(self, clips: Clips, params: Sequence[int]) -> Clips:
-        """One gather: padded position p of a clip of t frames with pad = t // ratio is frame
-        pad - 1 - p before the clip, p - pad inside it, 2 t + pad - 1 - p after it (mirrors)."""
-        t = clips.lengths[:, None]
-        pad = t // self.padding_ratio
-        p = np.asarray(params, np.int64)[:, None] + np.arange(self.window)[None, :]
-        frame = np.where(p < pad, pad - 1 - p, np.where(p < pad + t, p - pad, 2 * t + pad - 1 - p))
+        """One gather of ``pad_crop_frames``."""
+        frame = pad_crop_frames(clips.lengths, np.asarray(params, np.int64), self.padding_ratio,
+                                self.window)
         data = clips.data[:, (clips.starts[:, None] + frame).ravel()]
         return Clips(np.ascontiguousarray(data, np.float32),
                      np.full(len(clips), self.window, np.int64))
@@ -489,12 +606,40 @@ class Compose(BatchAugmentation):
         self.transforms = list(transforms)
 
     def draw(self, shape: Shape, rng: np.random.Generator) -> list[Any]:
+        """Each transform's draws in turn; from a :class:`UniformStream`, each from its own
+        block of ``width`` values (so ``draw_many`` knows where every draw lies)."""
         _check_shape(shape)
         params = []
         for transform in self.transforms:
-            params.append(transform.draw(shape, rng))
+            source = (rng.block(transform.width(shape)) if isinstance(rng, UniformStream)
+                      else rng)
+            params.append(transform.draw(shape, source))  # type: ignore[arg-type]
             shape = transform.out_shape(shape)
         return params
+
+    def width(self, shape: Shape) -> int:
+        total = 0
+        for transform in self.transforms:
+            total += transform.width(shape)
+            shape = transform.out_shape(shape)
+        return total
+
+    def draw_many(self, lengths: np.ndarray, joints: int, u: np.ndarray) -> list[Any]:
+        """Each transform's ``draw_many`` on its block of the streams (the blocks ``draw``
+        takes), with the clip lengths each transform sees."""
+        params, at = [], 0
+        lengths = np.asarray(lengths, np.int64)
+        for transform in self.transforms:
+            width = transform.width((3, 1, joints, 1))
+            params.append(transform.draw_many(lengths, joints, u[:, at:at + width]))
+            at += width
+            lengths = np.array([transform.out_shape((3, t, joints, 1))[1]
+                                for t in lengths.tolist()], np.int64)
+        return params
+
+    def stack(self, params: Sequence[list[Any]]) -> list[Any]:
+        return [transform.stack([p[i] for p in params])
+                for i, transform in enumerate(self.transforms)]
 
     def out_shape(self, shape: Shape) -> Shape:
         for transform in self.transforms:

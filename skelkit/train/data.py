@@ -2,11 +2,13 @@
 
 Each worker opens the store itself on first use (zarr handles are never pickled, and zarr 3's
 event-loop thread does not survive fork, hence spawn/forkserver workers). The sampler yields
-``(position, epoch)`` keys and every sample draws its augmentation from an RNG seeded by
-``(seed, epoch, sample index)``: the views of a sample depend neither on the worker that made
-them nor on the number of workers or ranks, which is what makes ``--resume`` exact. A batch's
-frames come straight from the store's shard files (``shardread``) where the layout allows, and
-its views are written into one tensor per view that ``collate`` passes on.
+``(position, epoch)`` keys and every sample draws its augmentation from its own stream keyed by
+``(seed, epoch, store row)`` (``draws.uniforms``; a plain-function augmentation gets a numpy
+generator seeded alike): the views of a sample depend neither on the worker that made them nor on
+the number of workers or ranks, which is what makes ``--resume`` exact. A batch's frames come
+straight from the store's shard files (``shardread``) where the layout allows, and the published
+pipelines' views of the whole batch are rendered by one numba pass (``fused``) into one tensor
+per view that ``collate`` passes on.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from skelkit.store.reader import Store, open_store
 from skelkit.store.schema import FIXED_FRAMES, MAX_BODIES
 from skelkit.store.writer import SampleBatch, StoreWriter
 from skelkit.train.augment import BatchAugmentation, Clips, build_augmentations, resize_linear
+from skelkit.train.draws import UniformStream, uniforms
+from skelkit.train.fused import FusedViews, fusable
 from skelkit.train.shardread import ShardedRows, open_rows
 
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
@@ -131,7 +135,7 @@ class SkeletonDataset(Dataset):
                  mode: str = "train", augment: Augment | None = None, window: int = 64,
                  seed: int = 0, modality: str = "joint", view: View | None = None,
                  batch_augment: bool = False, raw_cache: str | Path | None = None,
-                 shard_reads: bool = True) -> None:
+                 shard_reads: bool = True, fused: bool = True) -> None:
         if kind not in INPUT_KINDS:
             raise ValueError(f"input kind must be one of {INPUT_KINDS}, not {kind!r}")
         if mode not in ("train", "embed"):
@@ -144,6 +148,10 @@ class SkeletonDataset(Dataset):
         # the batch (bench/loader.py, CMD views: 0.13 vs 0.30 ms CPU per sample); the batched
         # arithmetic is the form an on-device augmentation takes.
         self.batch_augment = batch_augment
+        # The published pipelines' views of a whole batch in one numba pass (the same views,
+        # bit for bit); ``fused=False`` keeps the per-sample path (the tests' and bench's
+        # reference).
+        self.fused = FusedViews(augment) if fused and fusable(augment) else None  # type: ignore[arg-type]
         self.view = view
         self.window = int(window)
         self.seed = int(seed)
@@ -210,23 +218,40 @@ class SkeletonDataset(Dataset):
             block = np.asarray(self._rows(f"fixed/{self.modality}", rows[order]), np.float32)
             # block[j] is row order[j]: the inverse permutation puts them back in request order.
             return Clips.from_dense(block[np.argsort(order, kind="stable")])
-        if self._cache is not None:
-            return self._read_cached(positions)
-        lo, hi = self.meta.offsets[rows], self.meta.offsets[rows + 1]
-        frames = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)])
-        # Sorted unique frame indices read the raw chunks once each, concurrently inside zarr.
-        uniq, inverse = np.unique(frames, return_inverse=True)
-        block = np.asarray(self._rows("raw/joint", uniq), np.float32)[inverse]
-        return Clips.from_frames(block, hi - lo)
+        source, index, lengths = self._read_frames(positions)
+        return Clips.from_frames(source[index], lengths)
 
-    def _read_cached(self, positions: np.ndarray) -> Clips:
-        """The clips from the memory-mapped side cache (opened once per worker)."""
-        path, offsets = self._cache  # type: ignore[misc]
-        if self._cache_frames is None:
-            self._cache_frames = np.load(path, mmap_mode="r")
-        lo, hi = offsets[positions], offsets[positions + 1]
-        frames = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)])
-        return Clips.from_frames(self._cache_frames[frames], hi - lo)
+    def _read_frames(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The raw frames of the given side positions as (source (R, 3, V, M) float32, index,
+        lengths): frame f of clip i is source[index[starts[i] + f]], starts the running sum of
+        ``lengths``. From the side cache, source is the whole memory-mapped cache (no copy);
+        from the store, the batch's distinct frames, each read once."""
+        if self._cache is not None:
+            path, offsets = self._cache
+            if self._cache_frames is None:
+                self._cache_frames = np.asarray(np.load(path, mmap_mode="r"))
+            lo, hi = offsets[positions], offsets[positions + 1]
+            return self._cache_frames, _ranges(lo, hi), hi - lo
+        rows = self.meta.indices[positions]
+        lo, hi = self.meta.offsets[rows], self.meta.offsets[rows + 1]
+        # Sorted unique frame indices read the raw chunks once each.
+        uniq, inverse = np.unique(_ranges(lo, hi), return_inverse=True)
+        return np.asarray(self._rows("raw/joint", uniq), np.float32), inverse, hi - lo
+
+    def _read_fixed_frames(self, positions: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``_read_frames`` for the store's fixed-length arrays (one read of the sorted rows,
+        made frames-major)."""
+        rows = self.meta.indices[positions]
+        order = np.argsort(rows, kind="stable")
+        block = np.asarray(self._rows(f"fixed/{self.modality}", rows[order]), np.float32)
+        n, _, t = block.shape[:3]
+        source = np.ascontiguousarray(block.transpose(0, 2, 1, 3, 4)).reshape(
+            n * t, *block.shape[1:2], *block.shape[3:])
+        # Clip i is block row where[i] (block[j] is row order[j]).
+        where = np.argsort(order, kind="stable")
+        index = (where[:, None] * t + np.arange(t)[None, :]).ravel()
+        return source, index, np.full(len(positions), t, np.int64)
 
     # --- samples -----------------------------------------------------------------------------
 
@@ -234,9 +259,15 @@ class SkeletonDataset(Dataset):
         return {"gamma": np.float32(self.meta.gammas[pos]), "index": int(self.meta.indices[pos]),
                 "label": int(self.meta.labels[pos])}
 
-    def _rng(self, pos: int, epoch: int) -> np.random.Generator:
-        """The sample's own generator: its views depend on (seed, epoch, store row) only."""
-        return np.random.default_rng([self.seed, epoch, int(self.meta.indices[pos])])
+    def _rng(self, pos: int, epoch: int, joints: int) -> Any:
+        """The sample's own draws (both views', q's first): its views depend on (seed, epoch,
+        store row) only. A uniform stream for the built-in pipelines (``draw_many`` and the
+        kernel read the same stream); a numpy generator for a plain function."""
+        row = int(self.meta.indices[pos])
+        if isinstance(self.augment, BatchAugmentation):
+            width = self.augment.width((3, 1, joints, 1))
+            return UniformStream(uniforms(self.seed, epoch, [row], 2 * width)[0])
+        return np.random.default_rng([self.seed, epoch, row])
 
     def _make(self, pos: int, epoch: int, x: np.ndarray) -> dict[str, Any]:
         item = self._labels(pos)
@@ -246,7 +277,7 @@ class SkeletonDataset(Dataset):
             else:
                 item["x"] = resize_time(x, self.window) if self.kind == "sequence" else x
             return item
-        rng = self._rng(pos, epoch)
+        rng = self._rng(pos, epoch, x.shape[2])
         aug = self.augment or (lambda a, _r: a)
         item["q"] = np.ascontiguousarray(aug(x, rng), dtype=np.float32)
         item["k"] = np.ascontiguousarray(aug(x, rng), dtype=np.float32)
@@ -258,7 +289,8 @@ class SkeletonDataset(Dataset):
         (as ``_make`` draws them), then the arithmetic once for the whole batch per view."""
         draws: dict[str, list[Any]] = {"q": [], "k": []}
         for i, (pos, epoch) in enumerate(pairs):
-            rng, shape = self._rng(pos, epoch), clips.shape(i)
+            shape = clips.shape(i)
+            rng = self._rng(pos, epoch, shape[2])
             for view in ("q", "k"):
                 draws[view].append(augment.draw(shape, rng))
         views = {view: augment.apply_batch(clips, d).dense() for view, d in draws.items()}
@@ -274,9 +306,31 @@ class SkeletonDataset(Dataset):
         bounds = np.concatenate([[0], np.cumsum(clips.lengths)]).tolist()
         for i, (pos, epoch) in enumerate(pairs):
             x = np.ascontiguousarray(clips.data[:, bounds[i]:bounds[i + 1]])
-            rng = self._rng(pos, epoch)
+            rng = self._rng(pos, epoch, x.shape[2])
             q[i] = augment(x, rng)
             k[i] = augment(x, rng)
+        return self._batch(positions, views)
+
+    def _augment_fused(self, pairs: list[tuple[int, int]], positions: np.ndarray
+                       ) -> Batch | None:
+        """Both views of every sample rendered by the kernel straight into the batch's view
+        tensors, from each sample's stream (q's block, then k's: as ``_make`` draws them).
+        None when the clips' views differ in length (no temporal transform)."""
+        fused = self.fused
+        assert fused is not None
+        read = self._read_fixed_frames if self.kind == "fixed" else self._read_frames
+        source, index, lengths = read(positions)
+        frames = fused.out_frames(lengths)
+        if frames is None:
+            return None
+        joints = source.shape[2]
+        width = fused.width(joints)
+        u = uniforms(self.seed, np.array([e for _, e in pairs], np.int64),
+                     self.meta.indices[positions], 2 * width)
+        shape = (len(pairs), 3, frames, joints, source.shape[3])
+        views = {view: _batch_tensor(shape) for view in ("q", "k")}
+        for i, view in enumerate(("q", "k")):
+            fused.render(source, index, lengths, u[:, i * width:(i + 1) * width], views[view][1])
         return self._batch(positions, views)
 
     def _batch(self, positions: np.ndarray,
@@ -316,6 +370,10 @@ class SkeletonDataset(Dataset):
         """Batch fetch (called by the DataLoader's fetcher): one store read for the whole batch."""
         pairs = [self._split_key(k) for k in keys]
         positions = np.array([p for p, _ in pairs], dtype=np.int64)
+        if self.mode == "train" and pairs and self.fused is not None:
+            batch = self._augment_fused(pairs, positions)
+            if batch is not None:
+                return batch
         clips = self._read_clips(positions)
         if self.mode == "train" and len(pairs):
             shape = self._common_out_shape(clips)
@@ -325,6 +383,14 @@ class SkeletonDataset(Dataset):
                 return self._augment_each(pairs, positions, clips, shape)
         return [self._make(p, e, np.ascontiguousarray(clips.clip(i)))
                 for i, (p, e) in enumerate(pairs)]
+
+
+def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The concatenation of arange(lo[i], hi[i]) over i, int64."""
+    lengths = np.asarray(hi, np.int64) - np.asarray(lo, np.int64)
+    starts = np.cumsum(lengths) - lengths
+    return (np.arange(int(lengths.sum()), dtype=np.int64)
+            + np.repeat(np.asarray(lo, np.int64) - starts, lengths))
 
 
 class EpochSampler(Sampler[tuple[int, int]]):

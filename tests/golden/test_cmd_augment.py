@@ -24,6 +24,7 @@ from skelkit.train.augment import (
 )
 from skelkit.train.config import resolve_run_config
 from skelkit.train.data import build_augment
+from skelkit.train.fused import FusedViews
 from skelkit.train.methods import CMD
 from skelkit.train.runs import Run
 from tests.golden.load import assert_exact, assert_forward, load_golden
@@ -168,6 +169,34 @@ def test_the_published_pipeline_replays_the_reference_feeder_batched(
         for clip in range(len(clips)):
             assert_forward(out[clip], augment[f"expect/feeder/view{view}"][clip],
                            f"batched clip {clip} view {view}")
+
+
+def test_the_published_pipeline_replays_the_reference_feeder_in_the_kernel(
+        augment: dict[str, np.ndarray]) -> None:
+    """The same replay through the training loader's default path: the recorded draws stacked
+    (``stack``), then both clips rendered by the numba kernel (``FusedViews``)."""
+    pipeline = build_augment(resolve_run_config("cmd", CMD, "cmd/ntu60").data.augment)
+    clips, draws = [], {1: [], 2: []}
+    for clip, n in enumerate(augment["input/feeder/num_frame"]):
+        stored = augment["input/feeder/data"][clip]
+        extra = np.full((3, max(n - stored.shape[1], 0), 25, 2), 1e3, np.float32)
+        clips.append(np.concatenate([stored, extra], axis=1)[:, :n])
+        recorded = RecordedDraws(augment, clip)
+        for view in (1, 2):
+            draws[view].append(pipeline.draw(clips[-1].shape, recorded))  # type: ignore[arg-type]
+        assert recorded.done(), "fewer draws than the reference made"
+    source = np.ascontiguousarray(np.concatenate(clips, axis=1).transpose(1, 0, 2, 3))
+    lengths = np.array([c.shape[1] for c in clips])
+    fused = FusedViews(pipeline)
+    diffs = []
+    for view in (1, 2):
+        out = np.empty((len(clips), 3, 64, 25, 2), np.float32)
+        fused.render_draws(source, np.arange(len(source)), lengths,
+                           pipeline.stack(draws[view]), out)
+        for clip in range(len(clips)):
+            diffs.append(assert_forward(out[clip], augment[f"expect/feeder/view{view}"][clip],
+                                        f"kernel clip {clip} view {view}"))
+    REPORT["feeder, kernel"] = max(diffs)
 
 
 def test_downstream_view(eval_view: dict[str, np.ndarray]) -> None:

@@ -98,29 +98,30 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                    per_class=8, frames=(20, 120), seed=2)
 
 
-def per_sample_only(aug: Compose) -> Any:
-    """The same pipeline as a plain function: the dataset's per-sample path."""
-    return lambda x, rng: aug(x, rng)
-
-
 @pytest.mark.parametrize("method, kind", [("cmd", "sequence"), ("skeletonclr", "fixed")])
 def test_dataset_views_are_the_per_sample_views(store: Path, method: str, kind: str) -> None:
-    """Same (seed, epoch, row) -> same q and k as the per-sample path: runs and ``--resume``
-    see the views they saw before batching."""
+    """Same (seed, epoch, row) -> the same q and k whichever path makes them: the kernel (the
+    default), the numpy batch (``batch_augment``) and one sample at a time (``fused=False``;
+    ``dataset[key]``): runs and ``--resume`` see the same views on every path."""
     cfg = resolve_run_config(method, method_class(method), "tiny")
     aug = build_augment(cfg.data.augment)
-    batched = SkeletonDataset(store, "xsub", "train", kind=kind, augment=aug, window=64, seed=5,
-                              batch_augment=True)
-    single = SkeletonDataset(store, "xsub", "train", kind=kind, augment=per_sample_only(aug),
-                             window=64, seed=5)
-    default = SkeletonDataset(store, "xsub", "train", kind=kind, augment=aug, window=64, seed=5)
-    keys = [(i, epoch) for epoch in (0, 3) for i in range(len(batched))]
-    got, want = batched.__getitems__(keys), [single[key] for key in keys]
-    assert all(np.array_equal(a["q"], b["q"]) for a, b in zip(default.__getitems__(keys), want))
-    for a, b in zip(got, want, strict=True):
-        assert a.keys() == b.keys() and a["index"] == b["index"] and a["label"] == b["label"]
-        assert np.array_equal(a["q"], b["q"]) and np.array_equal(a["k"], b["k"])
-    assert not np.array_equal(got[0]["q"], got[0]["k"])
+
+    def dataset(**options: Any) -> SkeletonDataset:
+        return SkeletonDataset(store, "xsub", "train", kind=kind, augment=aug, window=64, seed=5,
+                               **options)
+
+    default, batched, single = dataset(), dataset(batch_augment=True, fused=False), dataset(
+        fused=False)
+    assert default.fused is not None and batched.fused is None
+    keys = [(i, epoch) for epoch in (0, 3) for i in range(len(default))]
+    want = [single[key] for key in keys]
+    for got in (default.__getitems__(keys), batched.__getitems__(keys),
+                single.__getitems__(keys)):
+        for a, b in zip(got, want, strict=True):
+            assert a.keys() == b.keys() and a["index"] == b["index"] and a["label"] == b["label"]
+            assert np.array_equal(a["q"], b["q"]) and np.array_equal(a["k"], b["k"])
+    assert not np.array_equal(want[0]["q"], want[0]["k"])
+    assert not np.array_equal(want[0]["q"], want[len(default)]["q"])  # another epoch
 
 
 def test_the_raw_frame_cache_gives_the_same_views(store: Path, tmp_path: Path) -> None:

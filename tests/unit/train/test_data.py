@@ -18,6 +18,7 @@ from skelkit.train.data import (
     make_loader,
     write_random_walk_store,
 )
+from skelkit.train.draws import UniformStream, uniforms
 
 CMD_AUG = [{"name": "temporal_crop_resize", "window": 64, "min_frames": 16},
            {"name": "shear_or_corrupt"}]
@@ -40,11 +41,14 @@ def test_sequence_views_are_the_seeded_augmentation_of_the_raw_sample(store: Pat
     item = ds[(5, 2)]
     row = int(ds.meta.indices[5])
     # Independent reference: the sample straight from the store, the same augmentations and
-    # an RNG seeded by (seed, epoch, row).
-    rng = np.random.default_rng([11, 2, row])
+    # the stream of (seed, epoch, row): q's crop takes its first 2 uniforms, q's shear the next
+    # 6, then k's crop and shear.
+    u = uniforms(11, 2, [row], 16)[0]
     x = raw_sample(store, row)
-    ref_q = Shear(1.0)(TemporalCropResize(32, min_frames=8)(x, rng), rng)
-    ref_k = Shear(1.0)(TemporalCropResize(32, min_frames=8)(x, rng), rng)
+    ref_q = Shear(1.0)(TemporalCropResize(32, min_frames=8)(x, UniformStream(u[0:2])),
+                       UniformStream(u[2:8]))
+    ref_k = Shear(1.0)(TemporalCropResize(32, min_frames=8)(x, UniformStream(u[8:10])),
+                       UniformStream(u[10:16]))
     np.testing.assert_array_equal(item["q"], ref_q)
     np.testing.assert_array_equal(item["k"], ref_k)
     assert not np.array_equal(item["q"], item["k"])
