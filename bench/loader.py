@@ -49,7 +49,6 @@ sys.path.insert(0, str(ROOT))
 import psutil  # noqa: E402
 
 from skelkit.store.reader import open_store  # noqa: E402
-from skelkit.train.augment import Clips  # noqa: E402
 from skelkit.train.data import (  # noqa: E402
     SkeletonDataset,
     build_augment,
@@ -58,6 +57,8 @@ from skelkit.train.data import (  # noqa: E402
     read_side_meta,
     write_random_walk_store,
 )
+from skelkit.train.draws import uniforms  # noqa: E402
+from skelkit.train.packed import release  # noqa: E402
 
 CMD_AUGMENT = [
     {"name": "temporal_crop_resize", "window": 64, "min_ratio": 0.1, "max_ratio": 1.0,
@@ -185,6 +186,7 @@ def time_loader(loader: Any, set_epoch: Any, batches: int) -> dict[str, float]:
                                       time.process_time())
             else:
                 count += len(batch["q"] if isinstance(batch, dict) else batch[0])
+            release(batch)  # as the engine does after its step: the worker may reuse the buffer
             seen += 1
             if seen >= batches + 1:
                 break
@@ -208,8 +210,8 @@ def ours(store: Path, protocol: str, workers: int, batch_size: int, batches: int
 
 
 class ReadOnly(Dataset):
-    """The other placement: workers read the clips and make the per-sample draws; the training
-    process does the arithmetic (``apply_batch``) - where a GPU would, as torch ops."""
+    """The other placement: workers only read the frames; the training process draws the
+    streams and runs the kernel - where a GPU would run the arithmetic."""
 
     def __init__(self, dataset: SkeletonDataset) -> None:
         self.dataset = dataset
@@ -219,36 +221,43 @@ class ReadOnly(Dataset):
 
     def __getitems__(self, keys: list[Any]) -> dict[str, Any]:
         pairs = [self.dataset._split_key(k) for k in keys]
-        clips = self.dataset._read_clips(np.array([p for p, _ in pairs], np.int64))
-        draws: dict[str, list[Any]] = {"q": [], "k": []}
-        augment = self.dataset.augment
-        for i, (pos, epoch) in enumerate(pairs):
-            rng = self.dataset._rng(pos, epoch)
-            for view in ("q", "k"):
-                draws[view].append(augment.draw(clips.shape(i), rng))  # type: ignore[union-attr]
-        # A tensor crosses to the training process in shared memory (a numpy array is pickled).
-        return {"data": torch.from_numpy(clips.data), "lengths": clips.lengths, "draws": draws}
+        positions = np.array([p for p, _ in pairs], np.int64)
+        source, index, lengths = self.dataset._read_frames(positions)
+        # A tensor crosses to the training process in shared memory (a numpy array is pickled);
+        # a copy, as the read's buffer is reused by the next read.
+        return {"source": torch.from_numpy(source.copy()), "index": torch.from_numpy(index),
+                "lengths": lengths, "rows": self.dataset.meta.indices[positions],
+                "epochs": np.array([e for _, e in pairs], np.int64)}
 
 
 def as_is(batch: Any) -> Any:
     return batch
 
 
-def _augmented(loader: DataLoader, augment: Any) -> Any:
+def _augmented(loader: DataLoader, dataset: SkeletonDataset) -> Any:
+    fused = dataset.fused
+    assert fused is not None
     for batch in loader:
-        clips = Clips(batch["data"].numpy(), batch["lengths"])
-        yield {view: torch.from_numpy(augment.apply_batch(clips, d).dense())
-               for view, d in batch["draws"].items()}
+        source, lengths = batch["source"].numpy(), batch["lengths"]
+        width = fused.width(source.shape[2])
+        u = uniforms(dataset.seed, batch["epochs"], batch["rows"], 2 * width)
+        views = {}
+        for i, view in enumerate(("q", "k")):
+            out = np.empty((len(lengths), 3, 64, *source.shape[2:]), np.float32)
+            fused.render(source, batch["index"].numpy(), lengths,
+                         u[:, i * width:(i + 1) * width], out)
+            views[view] = torch.from_numpy(out)
+        yield views
 
 
 class _InMain:
     """Iterates a read-only loader, augmenting each batch in this process."""
 
-    def __init__(self, loader: DataLoader, augment: Any) -> None:
-        self.loader, self.augment = loader, augment
+    def __init__(self, loader: DataLoader, dataset: SkeletonDataset) -> None:
+        self.loader, self.dataset = loader, dataset
 
     def __iter__(self) -> Any:
-        return _augmented(self.loader, self.augment)
+        return _augmented(self.loader, self.dataset)
 
 
 def augment_in_main(store: Path, protocol: str, workers: int, batch_size: int, batches: int,
@@ -258,7 +267,7 @@ def augment_in_main(store: Path, protocol: str, workers: int, batch_size: int, b
     loader, sampler = make_loader(ReadOnly(dataset), batch_size=batch_size, shuffle=True, seed=0,
                                   drop_last=True, num_workers=workers, start_method=start_method)
     loader.collate_fn = as_is
-    result = time_loader(_InMain(loader, dataset.augment), sampler.set_epoch, batches)
+    result = time_loader(_InMain(loader, dataset), sampler.set_epoch, batches)
     del loader
     return result
 
@@ -283,11 +292,13 @@ def _cpu_ms(fn: Any, items: list[Any], per: int) -> float:
 
 def breakdown(store: Path, protocol: str, batch_size: int, batches: int,
               cache: Path) -> dict[str, float]:
-    """CPU ms per sample, in this process, on the same batches: the store read by zarr, from the
-    shard files (the default), from the shard files with every chunk already decoded (a
-    per-worker chunk cache that always hits: its upper bound), from ``data.raw_cache``; the two
-    views' augmentation per sample (the default) and batched; the collate."""
-    options = {"zarr": {"shard_reads": False}, "shards": {}, "raw_cache": {"raw_cache": cache}}
+    """CPU ms per sample, in this process, on the same batches: the raw frames' read by zarr,
+    from the shard files (the default), from the shard files with every chunk already decoded
+    (a per-worker chunk cache that always hits: its upper bound), from ``data.raw_cache``; a
+    whole training fetch (read, draws, both views) with the kernel (the default), with the
+    kernel from raw_cache, and one sample at a time (before the kernel); the collate."""
+    options = {"zarr": {"shard_reads": False}, "shards": {}, "raw_cache": {"raw_cache": cache},
+               "per sample": {"fused": False}}
     sets = {name: SkeletonDataset(store, protocol, "train", kind="sequence", mode="train",
                                   augment=build_augment(CMD_AUGMENT), window=64, seed=0, **kw)
             for name, kw in options.items()}
@@ -295,24 +306,19 @@ def breakdown(store: Path, protocol: str, batch_size: int, batches: int,
     n = len(sets["shards"])
     keys = [[(int(p), 0) for p in rng.permutation(n)[:batch_size]] for _ in range(batches)]
     positions = [np.array([p for p, _ in k]) for k in keys]
-    out = {f"read {name}": _cpu_ms(d._read_clips, positions, batch_size)
-           for name, d in sets.items()}
+    out = {f"read {name}": _cpu_ms(sets[name]._read_frames, positions, batch_size)
+           for name in ("zarr", "shards", "raw_cache")}
     dataset = sets["shards"]
     reader = dataset._reader("raw/joint")
     if reader is not None:
         reader.cache_chunks = 1 << 30
-        out["read shards, chunks cached"] = _cpu_ms(dataset._read_clips,
+        out["read shards, chunks cached"] = _cpu_ms(dataset._read_frames,
                                                     positions * 2, batch_size)
         reader.cache_chunks = 0
         reader._cache.clear()
-    clips = [dataset._read_clips(p) for p in positions]
-    work = list(zip(keys, positions, clips, strict=True))
-    shape = (3, 64, *clips[0].data.shape[2:])
-    out["augment per sample"] = _cpu_ms(
-        lambda kpc: dataset._augment_each(kpc[0], kpc[1], kpc[2], shape), work, batch_size)
-    out["augment batched"] = _cpu_ms(
-        lambda kpc: dataset._augment_batch(kpc[0], kpc[1], kpc[2], dataset.augment), work,
-        batch_size)
+    for name, label in (("shards", "kernel"), ("raw_cache", "kernel + raw_cache"),
+                        ("per sample", "per sample")):
+        out[f"fetch, {label}"] = _cpu_ms(sets[name].__getitems__, keys, batch_size)
     items = [dataset.__getitems__(k) for k in keys]
     out["collate"] = _cpu_ms(collate, items, batch_size)
     return out
@@ -358,15 +364,15 @@ def main() -> None:
         print("CPU ms/sample in one process: " + ", ".join(f"{k} {v:.3f}"
                                                            for k, v in parts.items()), flush=True)
         loaders: dict[str, Any] = {
-            "ours, default (shard reads)": lambda w: ours(
+            "ours, default (kernel, shard reads)": lambda w: ours(
                 store, args.protocol, w, args.batch_size, args.batches, args.start_method),
-            "ours, data.raw_cache (mmap)": lambda w: ours(
+            "ours, kernel + data.raw_cache (mmap)": lambda w: ours(
                 store, args.protocol, w, args.batch_size, args.batches, args.start_method,
                 raw_cache=cache),
-            "ours, zarr reads (before)": lambda w: ours(
+            "ours, per sample (before the kernel)": lambda w: ours(
                 store, args.protocol, w, args.batch_size, args.batches, args.start_method,
-                shard_reads=False),
-            "ours, arithmetic in the main process": lambda w: augment_in_main(
+                fused=False),
+            "ours, kernel in the main process": lambda w: augment_in_main(
                 store, args.protocol, w, args.batch_size, args.batches, args.start_method),
             "authors' style": lambda w: authors(npy, frames, w, args.batch_size, args.batches),
         }

@@ -33,6 +33,7 @@ from skelkit.store.writer import SampleBatch, StoreWriter
 from skelkit.train.augment import BatchAugmentation, Clips, build_augmentations, resize_linear
 from skelkit.train.draws import UniformStream, uniforms
 from skelkit.train.fused import FusedViews, fusable
+from skelkit.train.packed import PackedBatch, Slots, new_batch
 from skelkit.train.shardread import ShardedRows, open_rows
 
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
@@ -172,6 +173,10 @@ class SkeletonDataset(Dataset):
         # ``shard_reads=False`` always reads through zarr (the benchmark's and tests' reference).
         self.shard_reads = shard_reads
         self._readers: dict[str, ShardedRows | None] = {}
+        # In a worker: the shared-memory buffers its batches are written into and reused from
+        # (``packed``); ``make_loader`` sizes them to the batches a worker has in flight.
+        self.slot_count = 6
+        self._slots: Slots | None = None
 
     def __len__(self) -> int:
         return len(self.meta.indices)
@@ -182,6 +187,7 @@ class SkeletonDataset(Dataset):
         state["_store"] = None
         state["_cache_frames"] = None
         state["_readers"] = {}
+        state["_slots"] = None
         return state
 
     @property
@@ -234,7 +240,9 @@ class SkeletonDataset(Dataset):
             return self._cache_frames, _ranges(lo, hi), hi - lo
         rows = self.meta.indices[positions]
         lo, hi = self.meta.offsets[rows], self.meta.offsets[rows + 1]
-        # Sorted unique frame indices read the raw chunks once each.
+        # Sorted unique frame indices read the raw chunks once each (a compact source: the
+        # kernel's gathers stay in cache, which measured faster than decoding every touched
+        # chunk straight into one buffer and indexing that).
         uniq, inverse = np.unique(_ranges(lo, hi), return_inverse=True)
         return np.asarray(self._rows("raw/joint", uniq), np.float32), inverse, hi - lo
 
@@ -294,14 +302,17 @@ class SkeletonDataset(Dataset):
             for view in ("q", "k"):
                 draws[view].append(augment.draw(shape, rng))
         views = {view: augment.apply_batch(clips, d).dense() for view, d in draws.items()}
-        return self._batch(positions, {view: (torch.from_numpy(a), a) for view, a in views.items()})
+        batch, arrays = self._new_batch(positions, views["q"].shape[1:])
+        for view, values in views.items():
+            arrays[view][:] = values
+        return batch
 
     def _augment_each(self, pairs: list[tuple[int, int]], positions: np.ndarray, clips: Clips,
                       shape: tuple[int, ...]) -> Batch:
         """Both views of every sample, one sample at a time (``_make``'s draws and arithmetic),
         each written straight into its row of the batch's view arrays."""
-        views = {view: _batch_tensor((len(pairs), *shape)) for view in ("q", "k")}
-        q, k = views["q"][1], views["k"][1]
+        batch, arrays = self._new_batch(positions, shape)
+        q, k = arrays["q"], arrays["k"]
         augment = self.augment or (lambda a, _r: a)
         bounds = np.concatenate([[0], np.cumsum(clips.lengths)]).tolist()
         for i, (pos, epoch) in enumerate(pairs):
@@ -309,7 +320,7 @@ class SkeletonDataset(Dataset):
             rng = self._rng(pos, epoch, x.shape[2])
             q[i] = augment(x, rng)
             k[i] = augment(x, rng)
-        return self._batch(positions, views)
+        return batch
 
     def _augment_fused(self, pairs: list[tuple[int, int]], positions: np.ndarray
                        ) -> Batch | None:
@@ -327,27 +338,30 @@ class SkeletonDataset(Dataset):
         width = fused.width(joints)
         u = uniforms(self.seed, np.array([e for _, e in pairs], np.int64),
                      self.meta.indices[positions], 2 * width)
-        shape = (len(pairs), 3, frames, joints, source.shape[3])
-        views = {view: _batch_tensor(shape) for view in ("q", "k")}
+        batch, arrays = self._new_batch(positions, (3, frames, joints, source.shape[3]))
         for i, view in enumerate(("q", "k")):
-            fused.render(source, index, lengths, u[:, i * width:(i + 1) * width], views[view][1])
-        return self._batch(positions, views)
+            fused.render(source, index, lengths, u[:, i * width:(i + 1) * width], arrays[view])
+        return batch
 
-    def _batch(self, positions: np.ndarray,
-               views: dict[str, tuple[torch.Tensor, np.ndarray]]) -> Batch:
-        """The batch's per-sample items and, for ``collate``, one tensor per key (each view's
-        tensor and an array sharing its memory)."""
-        gammas = self.meta.gammas[positions].astype(np.float32)
-        indices = self.meta.indices[positions].astype(np.int64)
-        labels = self.meta.labels[positions].astype(np.int64)
-        stacked = {"gamma": torch.from_numpy(gammas), "index": torch.from_numpy(indices),
-                   "label": torch.from_numpy(labels),
-                   **{key: tensor for key, (tensor, _) in views.items()}}
-        index_list, label_list = indices.tolist(), labels.tolist()
-        items = [{"gamma": gammas[i], "index": index_list[i], "label": label_list[i],
-                  **{key: array[i] for key, (_, array) in views.items()}}
-                 for i in range(len(positions))]
-        return Batch(items, stacked)
+    def _new_batch(self, positions: np.ndarray, view_shape: tuple[int, ...]
+                   ) -> tuple[Batch, dict[str, np.ndarray]]:
+        """The batch of these positions, its labels filled in and its two views to be written
+        (the arrays returned): one buffer (``packed``; in a worker, a reused shared-memory slot)
+        that ``collate`` hands on whole, and the per-sample items as rows of it."""
+        n = len(positions)
+        if torch.utils.data.get_worker_info() is not None and self._slots is None:
+            self._slots = Slots(self.slot_count)
+        packed, arrays = new_batch(
+            [("q", np.float32, (n, *view_shape)), ("k", np.float32, (n, *view_shape)),
+             ("gamma", np.float32, (n,)), ("index", np.int64, (n,)), ("label", np.int64, (n,))],
+            self._slots)
+        arrays["gamma"][:] = self.meta.gammas[positions]
+        arrays["index"][:] = self.meta.indices[positions]
+        arrays["label"][:] = self.meta.labels[positions]
+        index_list, label_list = arrays["index"].tolist(), arrays["label"].tolist()
+        items = [{"gamma": arrays["gamma"][i], "index": index_list[i], "label": label_list[i],
+                  "q": arrays["q"][i], "k": arrays["k"][i]} for i in range(n)]
+        return Batch(items, packed), arrays
 
     def _common_out_shape(self, clips: Clips) -> tuple[int, ...] | None:
         """The one shape every sample's views take (None when they differ, e.g. no temporal
@@ -419,30 +433,19 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
 
 class Batch(list):
-    """The items of one fetch (per-sample dicts, as ever) whose values are rows of one tensor per
-    key (``stacked``): ``collate`` hands those on as they are, so a worker sends one block per
-    key, already in shared memory, instead of stacking copies that are then copied again."""
+    """The items of one fetch (per-sample dicts, as ever) whose values are rows of one buffer
+    (``packed``, :class:`PackedBatch`): ``collate`` hands that on as it is, so a worker sends
+    one block, already in shared memory, instead of stacking copies that are then copied
+    again."""
 
-    def __init__(self, items: list[dict[str, Any]], stacked: dict[str, torch.Tensor]) -> None:
+    def __init__(self, items: list[dict[str, Any]], packed: PackedBatch) -> None:
         super().__init__(items)
-        self.stacked = stacked
-
-
-def _batch_tensor(shape: tuple[int, ...]) -> tuple[torch.Tensor, np.ndarray]:
-    """An uninitialised float32 batch tensor and an array sharing its memory; in a DataLoader
-    worker, in shared memory (where the worker would otherwise copy it to send it). In the
-    training process the array comes first (no ``Tensor.numpy()``: the host-sync test counts
-    those)."""
-    if torch.utils.data.get_worker_info() is None:
-        array = np.empty(shape, np.float32)
-        return torch.from_numpy(array), array
-    tensor = torch.empty(shape, dtype=torch.float32).share_memory_()
-    return tensor, tensor.numpy()
+        self.packed = packed
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     if isinstance(items, Batch):
-        return dict(items.stacked)
+        return items.packed
     out: dict[str, torch.Tensor] = {}
     for key in items[0]:
         values = [it[key] for it in items]
@@ -470,8 +473,14 @@ def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, seed: int, 
                 ) -> tuple[DataLoader, EpochSampler]:
     """A DataLoader with persistent spawn/forkserver workers and an epoch-aware sampler.
 
-    Call ``sampler.set_epoch(e)`` before iterating epoch ``e``.
+    Call ``sampler.set_epoch(e)`` before iterating epoch ``e``. A training batch from a worker
+    is a :class:`PackedBatch`: call ``packed.release(batch)`` once its step is done, so that the
+    worker reuses its buffer (without, it allocates a new one for each batch).
     """
+    if isinstance(dataset, SkeletonDataset):
+        # A worker has at most ``prefetch_factor`` batches queued, one in the training step and
+        # one being pinned: beyond that a held slot only means a fresh buffer, never a reuse.
+        dataset.slot_count = prefetch_factor + 2
     sampler = EpochSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last,
                            num_replicas=num_replicas, rank=rank)
     # A private generator keeps the loader from consuming the global torch RNG (exact resume).

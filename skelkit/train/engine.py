@@ -37,6 +37,7 @@ from skelkit.train.checkpoint import load_checkpoint, restore_rng_state, save_ch
 from skelkit.train.config import OptimConfig, RunConfig, ScheduleConfig
 from skelkit.train.data import SkeletonDataset, build_augment, make_loader
 from skelkit.train.distributed import DistContext, barrier, init_distributed
+from skelkit.train.packed import release
 from skelkit.train.runs import (
     Run,
     TrainInputError,
@@ -452,8 +453,8 @@ def _train_epoch(step_module: nn.Module, loader: Any, optimizer: torch.optim.Opt
     show = progress and ctx.is_main
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.engine.epochs}", unit="batch",
                disable=not show, leave=False, dynamic_ncols=True, mininterval=BAR_REFRESH_S)
-    for batch in bar:
-        batch = _to_device(batch, device)
+    for loaded in bar:
+        batch = _to_device(loaded, device)
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
             loss, logs = step_module(batch, epoch)
         optimizer.zero_grad(set_to_none=True)
@@ -466,6 +467,10 @@ def _train_epoch(step_module: nn.Module, loader: Any, optimizer: torch.optim.Opt
         scaler.update()
         log.add(loss, logs)
         samples += int(batch["q"].shape[0])
+        # The step is done with the batch (on the CPU its tensors are the worker's buffer):
+        # the worker may refill that buffer now.
+        del batch
+        release(loaded)
         every = cfg.engine.log_every
         if every and log.steps % every == 0:
             reading = _checked(log.read(ctx), epoch, last_path)
