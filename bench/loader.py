@@ -4,15 +4,17 @@ feeder in the authors' style, on the same store, side by side, for 1 and 2 worke
     python bench/loader.py [--store STORE.zarr] [--protocol xsub] [--workers 1 2] [--batches 40]
                            [--repeats 2]
 
-First a breakdown of CPU per sample in one process (the store read by zarr, from the shard
-files, with every chunk cached, from ``data.raw_cache``; the two views' arithmetic per sample and
-batched; the collate), then the loaders side by side, interleaved, best of ``--repeats`` runs.
-Ours: ``SkeletonDataset`` (one read per batch of the raw frames, per-sample seeded draws) with
-CMD's published ``data.augment`` (crop-resize to 64 frames with the 300-frame cap, then shear or
-joint corruption): the default (direct shard reads, arithmetic per sample in the workers), with
-``data.raw_cache`` (a decompressed memory-mapped copy of the side), through zarr's reader (the
-path before the shard reads), and with the arithmetic in the training process (workers read and
-draw; ``apply_batch`` runs where a GPU would run it, here on the main process's CPU).
+First a breakdown of CPU per sample in one process (the raw frames' read by zarr, from the shard
+files, with every chunk cached, from ``data.raw_cache``; a whole training fetch with the kernel,
+with the kernel from raw_cache, and per sample; the collate), then the loaders side by side,
+interleaved, best of ``--repeats`` runs. Ours: ``SkeletonDataset`` (one read per batch of the raw
+frames, per-sample uniform streams) with CMD's published ``data.augment`` (crop-resize to 64
+frames with the 300-frame cap, then shear or joint corruption): the default (direct shard reads,
+both views of the batch by the numba kernel in the workers, one reused shared-memory buffer per
+batch), with ``data.raw_cache`` (a decompressed memory-mapped copy of the side), one sample at a
+time (``fused=False``: the path before the kernel), and with the arithmetic in the training
+process (workers only read; the kernel runs where a GPU would run it, here on the main process's
+CPU). Each batch is released after it is counted, as the engine releases it after its step.
 
 The authors' style (CMD's ``feeder/feeder_pretraining_intra.py`` with ``feeder/augmentations.py``,
 re-written here, not copied): the clips padded to 300 frames in one numpy array on disk, opened
