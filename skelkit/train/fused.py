@@ -41,12 +41,15 @@ def _render(source: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: np.ndarray,
     """out[b, :, t, p] = P_b(x), x = (1 - w[b, t]) source[lo[b, t], :, p]
     + w[b, t] source[hi[b, t], :, p] (``blend``; else source[lo[b, t], :, p] as it is), for every
     point p (joint and body flattened); P_b the identity where ``mask[b, p]`` is off, else zero
-    (``zero[b]``) or x -> matrix[b] x. The inner loops run over contiguous points."""
+    (``zero[b]``) or x -> matrix[b] x. The loops run over contiguous points, without branches
+    inside them where every point is mixed (a shear) or none is."""
     samples, frames = lo.shape
     points = source.shape[2]
     one = np.float32(1.0)
     x = np.empty((3, points), np.float32)
     for b in range(samples):
+        changed = np.flatnonzero(mask[b])
+        everywhere = len(changed) == points
         mixes = not zero[b]
         c = matrix[b]
         for t in range(frames):
@@ -59,12 +62,20 @@ def _render(source: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: np.ndarray,
                 else:
                     for p in range(points):
                         x[i, p] = source[a, i, p]
-            for p in range(points):
-                if not mask[b, p]:
-                    out[b, 0, t, p] = x[0, p]
-                    out[b, 1, t, p] = x[1, p]
-                    out[b, 2, t, p] = x[2, p]
-                elif mixes:
+            if everywhere and mixes:
+                for i in range(3):
+                    ci0, ci1, ci2 = c[i, 0], c[i, 1], c[i, 2]
+                    for p in range(points):
+                        y = ci0 * np.float64(x[0, p])
+                        y += ci1 * np.float64(x[1, p])
+                        y += ci2 * np.float64(x[2, p])
+                        out[b, i, t, p] = np.float32(y)
+                continue
+            for i in range(3):
+                for p in range(points):
+                    out[b, i, t, p] = x[i, p]
+            for p in changed:
+                if mixes:
                     d0, d1, d2 = np.float64(x[0, p]), np.float64(x[1, p]), np.float64(x[2, p])
                     for i in range(3):
                         y = c[i, 0] * d0
