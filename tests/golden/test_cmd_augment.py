@@ -150,11 +150,10 @@ def test_the_published_pipeline_replays_the_reference_feeder(
     REPORT["feeder"] = max(diffs)
 
 
-def test_the_published_pipeline_replays_the_reference_feeder_batched(
-        augment: dict[str, np.ndarray]) -> None:
-    """The same replay through the data loader's path: each clip's recorded draws (view 1, then
-    view 2), then the arithmetic for both clips at once (``apply_batch``)."""
-    pipeline = build_augment(resolve_run_config("cmd", CMD, "cmd/ntu60").data.augment)
+def recorded_draws(augment: dict[str, np.ndarray], pipeline: Any
+                   ) -> tuple[list[np.ndarray], dict[int, list[Any]]]:
+    """The two stored clips (clip 1 padded past its stored 300 frames) and each clip's recorded
+    draws, view 1 then view 2, as ``pipeline.draw`` takes them."""
     clips, draws = [], {1: [], 2: []}
     for clip, n in enumerate(augment["input/feeder/num_frame"]):
         stored = augment["input/feeder/data"][clip]
@@ -162,8 +161,17 @@ def test_the_published_pipeline_replays_the_reference_feeder_batched(
         clips.append(np.concatenate([stored, extra], axis=1)[:, :n])
         recorded = RecordedDraws(augment, clip)
         for view in (1, 2):
-            draws[view].append(pipeline.draw(clips[-1].shape, recorded))  # type: ignore[arg-type]
+            draws[view].append(pipeline.draw(clips[-1].shape, recorded))
         assert recorded.done(), "fewer draws than the reference made"
+    return clips, draws
+
+
+def test_the_published_pipeline_replays_the_reference_feeder_batched(
+        augment: dict[str, np.ndarray]) -> None:
+    """The same replay through the data loader's path: each clip's recorded draws (view 1, then
+    view 2), then the arithmetic for both clips at once (``apply_batch``)."""
+    pipeline = build_augment(resolve_run_config("cmd", CMD, "cmd/ntu60").data.augment)
+    clips, draws = recorded_draws(augment, pipeline)
     for view in (1, 2):
         out = pipeline.apply_batch(Clips.from_list(clips), draws[view]).dense()
         for clip in range(len(clips)):
@@ -176,15 +184,7 @@ def test_the_published_pipeline_replays_the_reference_feeder_in_the_kernel(
     """The same replay through the training loader's default path: the recorded draws stacked
     (``stack``), then both clips rendered by the numba kernel (``FusedViews``)."""
     pipeline = build_augment(resolve_run_config("cmd", CMD, "cmd/ntu60").data.augment)
-    clips, draws = [], {1: [], 2: []}
-    for clip, n in enumerate(augment["input/feeder/num_frame"]):
-        stored = augment["input/feeder/data"][clip]
-        extra = np.full((3, max(n - stored.shape[1], 0), 25, 2), 1e3, np.float32)
-        clips.append(np.concatenate([stored, extra], axis=1)[:, :n])
-        recorded = RecordedDraws(augment, clip)
-        for view in (1, 2):
-            draws[view].append(pipeline.draw(clips[-1].shape, recorded))  # type: ignore[arg-type]
-        assert recorded.done(), "fewer draws than the reference made"
+    clips, draws = recorded_draws(augment, pipeline)
     source = np.ascontiguousarray(np.concatenate(clips, axis=1).transpose(1, 0, 2, 3))
     lengths = np.array([c.shape[1] for c in clips])
     fused = FusedViews(pipeline)
