@@ -41,7 +41,7 @@ EPOCHS = [5] if REDUCED else [10, 20]
 #     (both 2026-11-29, second session; 214 s and 203 s on the shared two cores). The reference
 #     student's loss passed by 0.2 (32.2; with one thread, teacher 40.1, 26.2), distill_loss
 #     paper 33.2, so the student's tiny config distils with the paper's loss. The student is the
-#     fragile one: it passes at this seed only (student seeds 1 and 2: 32.4 and 30.5 against
+#     fragile one: it passes at this seed only (student seeds 1 and 2: 30.0 and 30.5 against
 #     33.8 and 31.6; paper 27.3 and 19.1). Not a bug: its tiny teacher's embeddings are so
 #     concentrated that the student's features collapse towards one direction (measured, and
 #     the setups tried, in ikem-student/tiny.yaml's comment; tests/learning/student_seeds.py)
