@@ -100,6 +100,23 @@ def raw_knn(store: Path, window: int = 64) -> float:
 def checkpoint_knn(run_dir: Path, checkpoint: str, modality: str = "joint") -> float:
     """Class KNN of ``checkpoint``'s frozen encoder: both sides encoded in memory exactly as
     ``skeltrain embed`` encodes them (the run's evaluation view, store order), no HDF5 file."""
+    sides = checkpoint_features(run_dir, checkpoint, modality)
+    return knn_top1(*sides["train"], *sides["test"])
+
+
+def effective_rank(features: np.ndarray) -> float:
+    """exp(entropy) of the centred features' normalised squared singular values: 1.0 when the
+    samples vary along one direction only (dimensional collapse), D when evenly along D."""
+    singular = np.linalg.svd(features - features.mean(axis=0), compute_uv=False)
+    share = singular**2 / max(float((singular**2).sum()), 1e-30)
+    share = share[share > 0]
+    return float(np.exp(-(share * np.log(share)).sum()))
+
+
+def checkpoint_features(run_dir: Path, checkpoint: str, modality: str = "joint"
+                        ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(features, labels) of the train and test sides under ``checkpoint``, as
+    :func:`checkpoint_knn` compares them."""
     run = open_run(run_dir)
     store = run.config.data.store
     method = run.build(open_store(store), run.checkpoint(checkpoint))
@@ -112,7 +129,7 @@ def checkpoint_knn(run_dir: Path, checkpoint: str, modality: str = "joint") -> f
                                       pin_memory=False, view=run.evaluation_view())
         features, labels, _ = encode_side(method, loader, dataset, modality, torch.device("cpu"))
         sides[side] = (features, labels)
-    return knn_top1(*sides["train"], *sides["test"])
+    return sides
 
 
 @torch.no_grad()
