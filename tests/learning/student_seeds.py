@@ -70,16 +70,20 @@ def main() -> None:
     parser.add_argument("--store", type=Path, default=None, help="Existing synth store.")
     parser.add_argument("--teacher", type=Path, default=None,
                         help="Existing ikem run to distil (default: train the check's).")
+    parser.add_argument("--teacher-epochs", type=int, default=TEACHER_EPOCHS,
+                        help="Epochs of the teacher trained here (stage two from half way).")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="Folder to keep the runs in (default: a temporary one).")
     args = parser.parse_args()
     fidelity = (f"model.fidelity={args.fidelity}",) if args.fidelity else ()
     with tempfile.TemporaryDirectory() as tmp, torch_threads(THREADS):
-        work = Path(tmp)
+        work = args.keep or Path(tmp)
         store = args.store or build_synth_store(work, nuisance="none")
         teacher = args.teacher
         if teacher is None:
             teacher = work / "ikem"
-            pretrain("ikem", store, teacher, TEACHER_EPOCHS, 0,
-                     (f"model.cross_view_epoch={TEACHER_EPOCHS // 2}", *fidelity))
+            pretrain("ikem", store, teacher, args.teacher_epochs, 0,
+                     (f"model.cross_view_epoch={args.teacher_epochs // 2}", *fidelity))
         print(f"teacher {teacher}: class KNN {100 * checkpoint_knn(teacher, 'last.pt'):.1f} %",
               flush=True)
         for seed in args.seeds:
