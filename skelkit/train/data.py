@@ -144,14 +144,12 @@ class SkeletonDataset(Dataset):
         self.store_path = str(store_path)
         self.protocol, self.side, self.kind, self.mode = protocol, side, kind, mode
         self.augment = augment
-        # Per-sample draws either way (the same views, bit for bit). Off by default: on the CPU
-        # workers numpy on one 64-frame clip at a time stays in cache and measured faster than
-        # the batch (bench/loader.py, CMD views: 0.13 vs 0.30 ms CPU per sample); the batched
-        # arithmetic is the form an on-device augmentation takes.
+        # Three paths give the same views bit for bit from the same per-sample draws. The
+        # default renders a whole batch in one numba pass (``fused``; bench/loader.py: 0.03 ms
+        # of CPU a sample for both CMD views against 0.2 per sample); pipelines it does not render,
+        # or ``fused=False``, go one sample at a time, or through the vectorised numpy arithmetic
+        # with ``batch_augment`` (slower than per sample on CPU workers: 0.30 vs 0.13 ms).
         self.batch_augment = batch_augment
-        # The published pipelines' views of a whole batch in one numba pass (the same views,
-        # bit for bit); ``fused=False`` keeps the per-sample path (the tests' and bench's
-        # reference).
         self.fused = FusedViews(augment) if fused and fusable(augment) else None  # type: ignore[arg-type]
         self.view = view
         self.window = int(window)
@@ -216,15 +214,10 @@ class SkeletonDataset(Dataset):
         return np.asarray(array.oindex[rows], np.float32)
 
     def _read_clips(self, positions: np.ndarray) -> Clips:
-        """The joints of the given side positions, in order, with one zarr call, as frames-major
-        :class:`Clips` (the raw frames' own layout: no per-sample copies)."""
-        rows = self.meta.indices[positions]
-        if self.kind == "fixed":
-            order = np.argsort(rows, kind="stable")
-            block = np.asarray(self._rows(f"fixed/{self.modality}", rows[order]), np.float32)
-            # block[j] is row order[j]: the inverse permutation puts them back in request order.
-            return Clips.from_dense(block[np.argsort(order, kind="stable")])
-        source, index, lengths = self._read_frames(positions)
+        """The joints of the given side positions, in order, with one store read, as
+        :class:`Clips`."""
+        read = self._read_fixed_frames if self.kind == "fixed" else self._read_frames
+        source, index, lengths = read(positions)
         return Clips.from_frames(source[index], lengths)
 
     def _read_frames(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
