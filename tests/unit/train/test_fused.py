@@ -26,15 +26,9 @@ from skelkit.train.data import build_augment
 from skelkit.train.draws import StreamExhausted, UniformStream, uniforms
 from skelkit.train.fused import FusedViews, fusable
 from skelkit.train.runs import method_class
+from tests.unit.train.test_batched_augment import AUGMENTATIONS  # every augmentation, 12 settings
 
 JOINTS, BODIES = 25, 2
-SINGLE = [
-    TemporalCropResize(window=64), TemporalCropResize(window=32, min_ratio=0.5, min_frames=10,
-                                                      max_frames=70),
-    Shear(1.0), Shear(0.5, order="columns"), JointCorruption(15), JointCorruption(5, p_zero=0.0),
-    JointCorruption(5, p_zero=1.0), ShearOrCorrupt(), ShearOrCorrupt(p=1.0), ShearOrCorrupt(p=0.0),
-    TemporalPadCrop(6, 50), TemporalPadCrop(3, 20),
-]
 PIPELINES = {
     "crop+shear_or_corrupt": Compose([TemporalCropResize(64, max_frames=300), ShearOrCorrupt()]),
     "shear+pad_crop": Compose([Shear(0.5, order="columns"), TemporalPadCrop(6, 50)]),
@@ -95,7 +89,7 @@ def test_choice_draws_every_subset_position_evenly() -> None:
     assert np.allclose(picks / 4000, 15 / 25, atol=0.03)
 
 
-@pytest.mark.parametrize("aug", SINGLE + list(PIPELINES.values()), ids=repr)
+@pytest.mark.parametrize("aug", AUGMENTATIONS + list(PIPELINES.values()), ids=repr)
 def test_draw_many_is_each_samples_draw_from_its_stream(aug: BatchAugmentation) -> None:
     lengths = np.array(LENGTHS)
     width = aug.width((3, 1, JOINTS, 1))
