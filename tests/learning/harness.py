@@ -113,6 +113,19 @@ def effective_rank(features: np.ndarray) -> float:
     return float(np.exp(-(share * np.log(share)).sum()))
 
 
+def leading_direction(features: np.ndarray, covariate: np.ndarray) -> tuple[float, float]:
+    """(share of the centred features' variance on their first principal direction, |Pearson
+    correlation| of the samples' coordinates on it with ``covariate``): how much one axis
+    dominates an embedding space and whether that axis is a known nuisance."""
+    centred = features - features.mean(axis=0)
+    left, singular, _ = np.linalg.svd(centred, full_matrices=False)
+    share = float(singular[0] ** 2 / max(float((singular**2).sum()), 1e-30))
+    coordinate = left[:, 0] * singular[0]
+    if np.std(coordinate) == 0 or np.std(covariate) == 0:
+        return share, 0.0
+    return share, float(abs(np.corrcoef(coordinate, covariate)[0, 1]))
+
+
 def checkpoint_features(run_dir: Path, checkpoint: str, modality: str = "joint"
                         ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """(features, labels) of the train and test sides under ``checkpoint``, as

@@ -20,11 +20,18 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+import torch
+import torch.nn.functional as F
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from skelkit.store.reader import open_store  # noqa: E402
 from skelkit.store.rundir import checkpoint_name  # noqa: E402
+from skelkit.train.runs import open_run, side_loader, side_order  # noqa: E402
 from tests.learning.harness import (  # noqa: E402
+    PROTOCOL,
     THREADS,
     build_synth_store,
     calibrate_batchnorm,
@@ -32,12 +39,55 @@ from tests.learning.harness import (  # noqa: E402
     checkpoint_knn,
     effective_rank,
     knn_top1,
+    leading_direction,
     pretrain,
     torch_threads,
 )
 
 TEACHER_EPOCHS = 5
 KNN_MARGIN = 0.10  # the check's (test_learning_crossview.KNN_MARGIN)
+
+
+@torch.no_grad()
+def teacher_targets(teacher: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per side: the teacher's unit concatenated embeddings t (what the student distils; eval
+    mode, the evaluation view), the labels, and whether each clip has a second body."""
+    run = open_run(teacher)
+    store = run.config.data.store
+    model = run.build(open_store(store), run.checkpoint("last.pt"))
+    model.eval()
+    sides = {}
+    for side in ("train", "test"):
+        loader, dataset = side_loader(store, PROTOCOL, side, kind=model.input_kind,
+                                      window=run.window, batch_size=256, num_workers=0,
+                                      start_method=run.config.data.start_method,
+                                      pin_memory=False, view=run.evaluation_view())
+        targets, two_bodies, rows = [], [], []
+        for batch in loader:
+            x, gamma = batch["x"], batch["gamma"]
+            views = [model.branch(v).query(model.derive_input(x, gamma, v))[0]
+                     for v in model.modalities]
+            targets.append(F.normalize(torch.cat(views, dim=1), dim=1).numpy())
+            two_bodies.append((x[..., 1].abs().flatten(1).sum(1) > 0).numpy())
+            rows.append(batch["index"].numpy())
+        order = side_order(dataset, np.concatenate(rows))
+        sides[side] = (np.concatenate(targets), dataset.meta.labels[order],
+                       np.concatenate(two_bodies).astype(np.float64))
+    return sides
+
+
+def teacher_report(teacher: Path) -> str:
+    """Class KNN of the teacher's pooled features and of its targets t, and how much of t's
+    variance lies on its first principal direction (and that direction's correlation with a
+    second body being present): a student learns the dominant axis of t first."""
+    sides = teacher_targets(teacher)
+    (train_t, train_y, two_bodies), (test_t, test_y, _) = sides["train"], sides["test"]
+    share, correlation = leading_direction(train_t, two_bodies)
+    return (f"teacher {teacher}: class KNN {100 * checkpoint_knn(teacher, 'last.pt'):.1f} % "
+            f"(pooled), {100 * knn_top1(train_t, train_y, test_t, test_y):.1f} % (its targets "
+            f"t); t's first principal direction holds {100 * share:.0f} % of its variance, "
+            f"|correlation| with a second body present {correlation:.2f}, effective rank "
+            f"{effective_rank(train_t):.1f}")
 
 
 def student_report(store: Path, run: Path, teacher: Path, epochs: int, seed: int,
@@ -72,6 +122,10 @@ def main() -> None:
                         help="Existing ikem run to distil (default: train the check's).")
     parser.add_argument("--teacher-epochs", type=int, default=TEACHER_EPOCHS,
                         help="Epochs of the teacher trained here (stage two from half way).")
+    parser.add_argument("--teacher-set", dest="teacher_overrides", action="append", default=[],
+                        help="Override of the teacher run trained here, e.g. "
+                             "model.encoder_args.channel_multiplier=0.125 or "
+                             "model.cross_view_epoch=N (N = its epochs: stage one only).")
     parser.add_argument("--keep", type=Path, default=None,
                         help="Folder to keep the runs in (default: a temporary one).")
     args = parser.parse_args()
@@ -83,9 +137,9 @@ def main() -> None:
         if teacher is None:
             teacher = work / "ikem"
             pretrain("ikem", store, teacher, args.teacher_epochs, 0,
-                     (f"model.cross_view_epoch={args.teacher_epochs // 2}", *fidelity))
-        print(f"teacher {teacher}: class KNN {100 * checkpoint_knn(teacher, 'last.pt'):.1f} %",
-              flush=True)
+                     (f"model.cross_view_epoch={args.teacher_epochs // 2}", *fidelity,
+                      *args.teacher_overrides))
+        print(teacher_report(teacher), flush=True)
         for seed in args.seeds:
             lines = student_report(store, work / f"student-{seed}", teacher, args.epochs, seed,
                                    (*fidelity, *args.overrides))

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.learning.harness import effective_rank
+from tests.learning.harness import effective_rank, leading_direction
 
 
 def test_effective_rank_counts_the_directions_the_samples_vary_along():
@@ -29,3 +29,14 @@ def test_effective_rank_counts_the_directions_the_samples_vary_along():
     assert effective_rank(two) == pytest.approx(float(np.exp(-(share * np.log(share)).sum())),
                                                 rel=1e-2)
     assert 1.3 < effective_rank(two) < 1.45
+
+
+def test_leading_direction_finds_the_dominant_axis_and_its_covariate():
+    rng = np.random.default_rng(0)
+    flag = (rng.random(400) < 0.2).astype(float)  # e.g. "a second body is present"
+    spread = np.column_stack([10.0 * flag, rng.normal(size=(400, 3))])
+    share, correlation = leading_direction(spread @ np.linalg.qr(rng.normal(size=(4, 4)))[0],
+                                           flag)
+    assert share > 0.75 and correlation > 0.99
+    share, correlation = leading_direction(rng.normal(size=(400, 4)), flag)
+    assert share < 0.4 and correlation < 0.2
