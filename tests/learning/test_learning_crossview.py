@@ -48,6 +48,10 @@ EPOCHS = [5] if REDUCED else [10, 20]
 #     earlier code, paper: CrosSCLR 41.6, IKEM 41.4, student 38.3; controls 23.8 (all three)
 #     reference with only init default (dropout 0.5, the reference graph): CrosSCLR 19.5,
 #     IKEM 16.4, student 22.8 (BN-calibrated random init 16.8): the tiny configs' comment
+#   20-epoch runs (stage two from 10), the full check, final code of stop 22 (the configs'
+#     fidelity, 742 s): CrosSCLR 44.0 at epoch 10, 43.8 at 20; IKEM 44.0, 41.8; student 30.7,
+#     31.0 (below its 32.0 at full size too); view retrieval at epoch 20 (%): untrained 1.7
+#     (BN-calibrated), CrosSCLR 7.9, IKEM 6.7, student 2.3
 #   20-epoch runs (stage two from 10), the full check, paper, earlier code: CrosSCLR 47.3 at
 #     epoch 10, 48.7 at 20;
 #     IKEM 47.3, 47.3; student 39.9, 43.3; view retrieval at epoch 20 (%): untrained 2.0,
