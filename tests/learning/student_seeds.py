@@ -11,6 +11,10 @@ BN-calibrated random init + 10 points, as the check) and whether the check would
     PYTHONPATH=. .venv/bin/python tests/learning/student_seeds.py --seeds 0 1 2
     PYTHONPATH=. .venv/bin/python tests/learning/student_seeds.py --fidelity paper
     PYTHONPATH=. .venv/bin/python tests/learning/student_seeds.py --set model.queue_size=1024
+    PYTHONPATH=. .venv/bin/python tests/learning/student_seeds.py --teacher-set model.cross_view_epoch=5
+
+The teacher's line also says how much of its targets' variance lies on one axis and how
+that axis follows a second body being present (what the student collapses onto first).
 """
 
 from __future__ import annotations
