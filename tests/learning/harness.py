@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -130,19 +131,28 @@ def checkpoint_features(run_dir: Path, checkpoint: str, modality: str = "joint"
                         ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """(features, labels) of the train and test sides under ``checkpoint``, as
     :func:`checkpoint_knn` compares them."""
-    run = open_run(run_dir)
-    store = run.config.data.store
-    method = run.build(open_store(store), run.checkpoint(checkpoint))
+    method, loaders = evaluation_loaders(run_dir, checkpoint)
     sides = {}
-    for side in ("train", "test"):
-        loader, dataset = side_loader(store, PROTOCOL, side, kind=method.input_kind,
-                                      window=run.window,
-                                      batch_size=run.config.engine.embed_batch_size,
-                                      num_workers=0, start_method=run.config.data.start_method,
-                                      pin_memory=False, view=run.evaluation_view())
+    for side, (loader, dataset) in loaders.items():
         features, labels, _ = encode_side(method, loader, dataset, modality, torch.device("cpu"))
         sides[side] = (features, labels)
     return sides
+
+
+def evaluation_loaders(run_dir: Path, checkpoint: str
+                       ) -> tuple[Any, dict[str, tuple[Any, SkeletonDataset]]]:
+    """``checkpoint``'s method and, per side, the in-process loader of the run's un-augmented
+    evaluation view (store order) with its dataset."""
+    run = open_run(run_dir)
+    store = run.config.data.store
+    method = run.build(open_store(store), run.checkpoint(checkpoint))
+    loaders = {side: side_loader(store, PROTOCOL, side, kind=method.input_kind,
+                                 window=run.window,
+                                 batch_size=run.config.engine.embed_batch_size, num_workers=0,
+                                 start_method=run.config.data.start_method, pin_memory=False,
+                                 view=run.evaluation_view())
+               for side in ("train", "test")}
+    return method, loaders
 
 
 @torch.no_grad()

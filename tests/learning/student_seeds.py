@@ -31,17 +31,16 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from skelkit.store.reader import open_store  # noqa: E402
 from skelkit.store.rundir import checkpoint_name  # noqa: E402
-from skelkit.train.runs import open_run, side_loader, side_order  # noqa: E402
+from skelkit.train.runs import side_order  # noqa: E402
 from tests.learning.harness import (  # noqa: E402
-    PROTOCOL,
     THREADS,
     build_synth_store,
     calibrate_batchnorm,
     checkpoint_features,
     checkpoint_knn,
     effective_rank,
+    evaluation_loaders,
     knn_top1,
     leading_direction,
     pretrain,
@@ -56,16 +55,10 @@ KNN_MARGIN = 0.10  # the check's (test_learning_crossview.KNN_MARGIN)
 def teacher_targets(teacher: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per side: the teacher's unit concatenated embeddings t (what the student distils; eval
     mode, the evaluation view), the labels, and whether each clip has a second body."""
-    run = open_run(teacher)
-    store = run.config.data.store
-    model = run.build(open_store(store), run.checkpoint("last.pt"))
+    model, loaders = evaluation_loaders(teacher, "last.pt")
     model.eval()
     sides = {}
-    for side in ("train", "test"):
-        loader, dataset = side_loader(store, PROTOCOL, side, kind=model.input_kind,
-                                      window=run.window, batch_size=256, num_workers=0,
-                                      start_method=run.config.data.start_method,
-                                      pin_memory=False, view=run.evaluation_view())
+    for side, (loader, dataset) in loaders.items():
         targets, two_bodies, rows = [], [], []
         for batch in loader:
             x, gamma = batch["x"], batch["gamma"]
